@@ -1,0 +1,482 @@
+//! The async lane: a small executor inside the engine.
+//!
+//! Each running job sits in a reusable [`Slot`] that is its own waker. Waking a job puts
+//! its slot on one shared run queue; a few driver tasks (about one per runtime worker,
+//! never more than `limit`) pop slots and poll them one at a time, so a job busy in a long
+//! poll holds back only its own driver. Slots are reused, and so is the box each one keeps
+//! its future in: nothing is allocated per item. The consumer hands jobs over and takes
+//! results back in batches, each with one wake-up, and no lock is held while user code
+//! runs.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::mem;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+
+use super::{Lane, Outcome};
+
+/// Driver polls per turn before it yields to the runtime.
+const POLLS_PER_TURN: usize = 64;
+/// Finished slots a driver keeps before handing them to the consumer in one batch.
+const RESULTS_PER_BATCH: usize = 32;
+
+// A slot's life: IDLE (waiting for a wake) -> SCHEDULED (on the run queue) -> RUNNING
+// (a driver polls it) -> IDLE again, or DONE (finished or cancelled; free for reuse).
+// A wake during a poll turns RUNNING into NOTIFIED, and the driver queues it again.
+const IDLE: u8 = 0;
+const SCHEDULED: u8 = 1;
+const RUNNING: u8 = 2;
+const NOTIFIED: u8 = 3;
+const DONE: u8 = 4;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // User code never runs under these locks, so a poisoned one still holds consistent data.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Where a job's future lives. The box is kept across jobs (`Pin::set` replaces its
+/// contents in place), and is lent to a driver while it polls.
+type FutureBox<Fut> = Pin<Box<Option<Fut>>>;
+
+struct Slot<Fut: Future> {
+    shared: Arc<Shared<Fut>>,
+    state: AtomicU8,
+    cell: Mutex<Cell<Fut>>,
+}
+
+struct Cell<Fut: Future> {
+    /// `None` while a driver is polling the future (or after a cancellation took it).
+    future: Option<FutureBox<Fut>>,
+    index: u64,
+    output: Option<Outcome<Fut::Output>>,
+}
+
+struct Shared<Fut: Future> {
+    run: Mutex<RunQueue<Fut>>,
+    exchange: Mutex<Exchange<Fut>>,
+    /// Jobs at this position or later are cancelled.
+    cutoff: AtomicU64,
+    closed: AtomicBool,
+    /// Counts wake-ups of parked drivers, so a driver can tell it woke one itself.
+    helper_wakes: AtomicUsize,
+}
+
+struct RunQueue<Fut: Future> {
+    queue: VecDeque<Arc<Slot<Fut>>>,
+    /// Parked drivers, by driver id.
+    parked: Vec<(usize, Waker)>,
+    closed: bool,
+}
+
+struct Exchange<Fut: Future> {
+    finished: Vec<Arc<Slot<Fut>>>,
+    consumer: Option<Waker>,
+    closed: bool,
+}
+
+impl<Fut: Future> Shared<Fut> {
+    /// Puts a slot on the run queue and wakes a parked driver, if any.
+    fn schedule(&self, slot: Arc<Slot<Fut>>) {
+        let mut run = lock(&self.run);
+        if run.closed {
+            return;
+        }
+        run.queue.push_back(slot);
+        let parked = run.parked.pop();
+        drop(run);
+        if let Some((_, waker)) = parked {
+            self.helper_wakes.fetch_add(1, Ordering::Relaxed);
+            waker.wake();
+        }
+    }
+
+    fn is_cancelled(&self, index: u64) -> bool {
+        index >= self.cutoff.load(Ordering::Acquire)
+    }
+}
+
+impl<Fut: Future> Wake for Slot<Fut> {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match state {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return,
+            };
+            match self.state.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(actual) => state = actual,
+            }
+        }
+        if state == IDLE {
+            self.shared.schedule(Arc::clone(self));
+        }
+    }
+}
+
+/// A driver task: pops scheduled slots and polls them, one at a time.
+struct Driver<Fut: Future> {
+    shared: Arc<Shared<Fut>>,
+    id: usize,
+    parked: bool,
+    finished: Vec<Arc<Slot<Fut>>>,
+}
+
+impl<Fut> Driver<Fut>
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    /// Hands finished slots to the consumer in one batch, with one wake-up.
+    fn hand_over(&mut self) {
+        if self.finished.is_empty() {
+            return;
+        }
+        let mut exchange = lock(&self.shared.exchange);
+        if exchange.closed {
+            drop(exchange);
+            self.finished.clear();
+            return;
+        }
+        exchange.finished.append(&mut self.finished);
+        let consumer = exchange.consumer.take();
+        drop(exchange);
+        if let Some(waker) = consumer {
+            waker.wake();
+        }
+    }
+
+    /// Polls one job. Returns the slot when it finished.
+    fn run(&mut self, slot: Arc<Slot<Fut>>) {
+        slot.state.store(RUNNING, Ordering::Release);
+        let (mut future, index) = {
+            let mut cell = lock(&slot.cell);
+            match cell.future.take() {
+                Some(future) => (future, cell.index),
+                None => {
+                    drop(cell);
+                    slot.state.store(DONE, Ordering::Release);
+                    return;
+                }
+            }
+        };
+        if self.shared.is_cancelled(index) {
+            drop_job(&mut future);
+            lock(&slot.cell).future = Some(future);
+            slot.state.store(DONE, Ordering::Release);
+            return;
+        }
+        let waker = Waker::from(Arc::clone(&slot));
+        let mut cx = Context::from_waker(&waker);
+        let polled = catch_unwind(AssertUnwindSafe(|| match future.as_mut().as_pin_mut() {
+            Some(job) => job.poll(&mut cx),
+            None => Poll::Pending,
+        }));
+        let output = match polled {
+            Ok(Poll::Pending) => {
+                self.park_job(&slot, future, index);
+                return;
+            }
+            Ok(Poll::Ready(output)) => Ok(output),
+            Err(payload) => Err(payload),
+        };
+        drop_job(&mut future);
+        {
+            let mut cell = lock(&slot.cell);
+            cell.future = Some(future);
+            cell.output = Some(output);
+        }
+        slot.state.store(DONE, Ordering::Release);
+        self.finished.push(slot);
+    }
+
+    /// Returns a pending job's future to its slot, or drops it if it was cancelled
+    /// meanwhile; queues the job again if it was woken during the poll.
+    fn park_job(&mut self, slot: &Arc<Slot<Fut>>, mut future: FutureBox<Fut>, index: u64) {
+        let mut cell = lock(&slot.cell);
+        // Checked under the cell's lock: a cancellation sweeps cells under the same lock
+        // after setting the cutoff, so the job is dropped by one side or the other.
+        if self.shared.is_cancelled(index) {
+            drop(cell);
+            drop_job(&mut future);
+            lock(&slot.cell).future = Some(future);
+            slot.state.store(DONE, Ordering::Release);
+            return;
+        }
+        cell.future = Some(future);
+        drop(cell);
+        if slot
+            .state
+            .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // Woken while it ran (NOTIFIED): it goes to the back of the queue.
+            slot.state.store(SCHEDULED, Ordering::Release);
+            self.shared.schedule(Arc::clone(slot));
+        }
+    }
+}
+
+/// Drops a job's future in place (its box is kept for the next job). A panic in the
+/// future's destructor is contained: the job's own result or panic is what counts.
+fn drop_job<Fut>(future: &mut FutureBox<Fut>) {
+    let _ = catch_unwind(AssertUnwindSafe(|| future.as_mut().set(None)));
+}
+
+impl<Fut> Future for Driver<Fut>
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let mut polls = 0;
+        loop {
+            let slot = {
+                let mut run = lock(&this.shared.run);
+                if this.parked {
+                    let id = this.id;
+                    run.parked.retain(|(parked, _)| *parked != id);
+                    this.parked = false;
+                }
+                if run.closed {
+                    return Poll::Ready(());
+                }
+                run.queue.pop_front()
+            };
+            let Some(slot) = slot else {
+                this.hand_over();
+                let mut run = lock(&this.shared.run);
+                if run.closed {
+                    return Poll::Ready(());
+                }
+                if !run.queue.is_empty() {
+                    continue;
+                }
+                run.parked.push((this.id, cx.waker().clone()));
+                this.parked = true;
+                return Poll::Pending;
+            };
+            let wakes_before = this.shared.helper_wakes.load(Ordering::Relaxed);
+            this.run(slot);
+            polls += 1;
+            if this.finished.len() >= RESULTS_PER_BATCH {
+                this.hand_over();
+            }
+            // A driver woken from inside this task sits in this worker's LIFO slot, where
+            // no other worker can steal it: yield so that it runs while we are away.
+            let woke_helper = this.shared.helper_wakes.load(Ordering::Relaxed) != wakes_before;
+            if woke_helper || polls >= POLLS_PER_TURN || !tokio::task::coop::has_budget_remaining() {
+                this.hand_over();
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// The consumer's handle on the async lane.
+pub(crate) struct AsyncLane<Fut: Future> {
+    shared: Arc<Shared<Fut>>,
+    limit: usize,
+    handle: Option<tokio::runtime::Handle>,
+    /// Drivers still to spawn at the next flush: about one per runtime worker.
+    unspawned_drivers: usize,
+    /// Every slot ever made (at most `limit`), for cancellation sweeps.
+    slots: Vec<Arc<Slot<Fut>>>,
+    free: Vec<Arc<Slot<Fut>>>,
+    /// Jobs started since the last flush.
+    starting: Vec<Arc<Slot<Fut>>>,
+    /// Finished slots taken from the exchange, swapped with it to reuse both buffers.
+    taken: Vec<Arc<Slot<Fut>>>,
+}
+
+impl<Fut: Future> AsyncLane<Fut> {
+    pub(crate) fn new(limit: usize) -> Self {
+        AsyncLane {
+            shared: Arc::new(Shared {
+                run: Mutex::new(RunQueue { queue: VecDeque::new(), parked: Vec::new(), closed: false }),
+                exchange: Mutex::new(Exchange { finished: Vec::new(), consumer: None, closed: false }),
+                cutoff: AtomicU64::new(u64::MAX),
+                closed: AtomicBool::new(false),
+                helper_wakes: AtomicUsize::new(0),
+            }),
+            limit,
+            handle: None,
+            unspawned_drivers: 0,
+            slots: Vec::new(),
+            free: Vec::new(),
+            starting: Vec::new(),
+            taken: Vec::new(),
+        }
+    }
+
+    fn new_slot(&mut self) -> Arc<Slot<Fut>> {
+        let slot = Arc::new(Slot {
+            shared: Arc::clone(&self.shared),
+            state: AtomicU8::new(DONE),
+            cell: Mutex::new(Cell { future: Some(Box::pin(None)), index: 0, output: None }),
+        });
+        self.slots.push(Arc::clone(&slot));
+        slot
+    }
+
+    /// Drops the future of every job at `from` or later that is not being polled; a driver
+    /// polling one drops it when its poll returns (see `Driver::park_job`).
+    fn sweep(&self, from: u64) {
+        for slot in &self.slots {
+            let mut cell = lock(&slot.cell);
+            if cell.index < from {
+                continue;
+            }
+            let Some(future) = cell.future.as_mut() else { continue };
+            if future.is_none() {
+                continue;
+            }
+            let mut taken = mem::replace(future, Box::pin(None));
+            drop(cell);
+            drop_job(&mut taken);
+        }
+    }
+
+    /// Cancels every job, stops the drivers and breaks the reference cycles between the
+    /// shared state and the slots. Idempotent.
+    fn shut(&mut self) {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.shared.cutoff.store(0, Ordering::Release);
+        self.sweep(0);
+        let (queued, parked) = {
+            let mut run = lock(&self.shared.run);
+            run.closed = true;
+            (mem::take(&mut run.queue), mem::take(&mut run.parked))
+        };
+        drop(queued);
+        for (_, waker) in parked {
+            waker.wake();
+        }
+        let finished = {
+            let mut exchange = lock(&self.shared.exchange);
+            exchange.closed = true;
+            exchange.consumer = None;
+            mem::take(&mut exchange.finished)
+        };
+        drop(finished);
+    }
+}
+
+impl<Fut> Lane for AsyncLane<Fut>
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    type Job = Fut;
+    type Out = Fut::Output;
+
+    fn bind(&mut self, handle: &tokio::runtime::Handle) {
+        self.unspawned_drivers = handle.metrics().num_workers().clamp(1, self.limit);
+        self.handle = Some(handle.clone());
+    }
+
+    fn start(&mut self, index: u64, job: Fut) {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => self.new_slot(),
+        };
+        {
+            let mut cell = lock(&slot.cell);
+            cell.index = index;
+            let future = cell.future.as_mut().expect("flowgate: a free slot keeps its box");
+            future.as_mut().set(Some(job));
+        }
+        slot.state.store(SCHEDULED, Ordering::Release);
+        self.starting.push(slot);
+    }
+
+    fn flush(&mut self) {
+        if self.starting.is_empty() {
+            return;
+        }
+        let handle = self.handle.as_ref().expect("flowgate: the lane is bound at the first poll");
+        let mut run = lock(&self.shared.run);
+        if run.closed {
+            return;
+        }
+        let count = self.starting.len();
+        run.queue.extend(self.starting.drain(..));
+        // Driver wakers are tokio task wakers: waking them runs no user code.
+        for _ in 0..count {
+            match run.parked.pop() {
+                Some((_, waker)) => waker.wake(),
+                None => break,
+            }
+        }
+        drop(run);
+        while self.unspawned_drivers > 0 {
+            self.unspawned_drivers -= 1;
+            handle.spawn(Driver {
+                shared: Arc::clone(&self.shared),
+                id: self.unspawned_drivers,
+                parked: false,
+                finished: Vec::new(),
+            });
+        }
+    }
+
+    fn collect(&mut self, into: &mut Vec<(u64, Outcome<Fut::Output>)>, waker: Option<&Waker>) {
+        {
+            let mut exchange = lock(&self.shared.exchange);
+            mem::swap(&mut exchange.finished, &mut self.taken);
+            if self.taken.is_empty() {
+                if let Some(waker) = waker {
+                    match &exchange.consumer {
+                        Some(current) if current.will_wake(waker) => {}
+                        _ => exchange.consumer = Some(waker.clone()),
+                    }
+                }
+                return;
+            }
+        }
+        for slot in self.taken.drain(..) {
+            let (index, output) = {
+                let mut cell = lock(&slot.cell);
+                (cell.index, cell.output.take())
+            };
+            if let Some(output) = output {
+                into.push((index, output));
+            }
+            self.free.push(slot);
+        }
+    }
+
+    fn cancel_from(&mut self, index: u64) {
+        self.shared.cutoff.fetch_min(index, Ordering::AcqRel);
+        self.sweep(index);
+    }
+
+    fn close(&mut self) {
+        self.shut();
+        self.starting.clear();
+        self.free.clear();
+        self.taken.clear();
+        self.slots.clear();
+    }
+}
+
+impl<Fut: Future> Drop for AsyncLane<Fut> {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}

@@ -1,0 +1,229 @@
+//! The blocking lane: a shared `Fn` run on short-lived drain loops in tokio's blocking pool.
+//!
+//! Each loop takes queued items one after another and lingers briefly when the queue is
+//! empty, so a steady stream of jobs does not pay a `spawn_blocking` each; once it has
+//! stayed empty for the linger, the loop exits (tokio's paused clock can only advance
+//! while no blocking task exists). At most `limit` loops exist, so at most `limit`
+//! closures run at once. No global pool is used.
+
+use std::collections::VecDeque;
+use std::mem;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
+use std::time::Duration;
+
+use super::{Lane, Outcome};
+
+/// How long an idle drain loop waits for the next job before its thread is released.
+const LINGER: Duration = Duration::from_micros(250);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // User code never runs under this lock, so a poisoned one still holds consistent data.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Shared<F, T, O> {
+    f: F,
+    state: Mutex<State<T, O>>,
+    job_ready: Condvar,
+    /// Jobs at this position or later are cancelled.
+    cutoff: AtomicU64,
+}
+
+struct State<T, O> {
+    queue: VecDeque<(u64, T)>,
+    finished: Vec<(u64, Outcome<O>)>,
+    consumer: Option<Waker>,
+    /// Drain loops alive.
+    loops: usize,
+    /// Loops waiting for a job and not yet signalled.
+    idle: usize,
+    /// Signals sent to idle loops and not yet taken.
+    signals: usize,
+    closed: bool,
+}
+
+fn drain<F, T, O>(shared: Arc<Shared<F, T, O>>)
+where
+    F: Fn(T) -> O,
+{
+    let mut state = lock(&shared.state);
+    loop {
+        if let Some((index, item)) = state.queue.pop_front() {
+            drop(state);
+            let outcome = if index >= shared.cutoff.load(Ordering::Acquire) {
+                drop(item);
+                None
+            } else {
+                Some(catch_unwind(AssertUnwindSafe(|| (shared.f)(item))))
+            };
+            state = lock(&shared.state);
+            if let Some(outcome) = outcome {
+                if !state.closed {
+                    state.finished.push((index, outcome));
+                    if let Some(consumer) = state.consumer.take() {
+                        drop(state);
+                        consumer.wake();
+                        state = lock(&shared.state);
+                    }
+                }
+            }
+            continue;
+        }
+        if state.closed {
+            break;
+        }
+        state.idle += 1;
+        let (guard, _) = shared
+            .job_ready
+            .wait_timeout(state, LINGER)
+            .unwrap_or_else(PoisonError::into_inner);
+        state = guard;
+        let signalled = if state.signals > 0 {
+            state.signals -= 1;
+            true
+        } else {
+            state.idle -= 1;
+            false
+        };
+        if !signalled && state.queue.is_empty() {
+            break;
+        }
+    }
+    state.loops -= 1;
+}
+
+/// The consumer's handle on the blocking lane.
+pub(crate) struct BlockingLane<F, T, O> {
+    shared: Arc<Shared<F, T, O>>,
+    limit: usize,
+    handle: Option<tokio::runtime::Handle>,
+    starting: Vec<(u64, T)>,
+    taken: Vec<(u64, Outcome<O>)>,
+}
+
+impl<F, T, O> BlockingLane<F, T, O> {
+    pub(crate) fn new(limit: usize, f: F) -> Self {
+        BlockingLane {
+            shared: Arc::new(Shared {
+                f,
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    finished: Vec::new(),
+                    consumer: None,
+                    loops: 0,
+                    idle: 0,
+                    signals: 0,
+                    closed: false,
+                }),
+                job_ready: Condvar::new(),
+                cutoff: AtomicU64::new(u64::MAX),
+            }),
+            limit,
+            handle: None,
+            starting: Vec::new(),
+            taken: Vec::new(),
+        }
+    }
+
+    fn shut(&mut self) {
+        self.shared.cutoff.store(0, Ordering::Release);
+        let (queue, finished) = {
+            let mut state = lock(&self.shared.state);
+            state.closed = true;
+            state.consumer = None;
+            (mem::take(&mut state.queue), mem::take(&mut state.finished))
+        };
+        self.shared.job_ready.notify_all();
+        drop(queue);
+        drop(finished);
+        self.starting.clear();
+    }
+}
+
+impl<F, T, O> Lane for BlockingLane<F, T, O>
+where
+    F: Fn(T) -> O + Send + Sync + 'static,
+    T: Send + 'static,
+    O: Send + 'static,
+{
+    type Job = T;
+    type Out = O;
+
+    fn bind(&mut self, handle: &tokio::runtime::Handle) {
+        self.handle = Some(handle.clone());
+    }
+
+    fn start(&mut self, index: u64, job: T) {
+        self.starting.push((index, job));
+    }
+
+    fn flush(&mut self) {
+        if self.starting.is_empty() {
+            return;
+        }
+        let count = self.starting.len();
+        let (signal, spawn) = {
+            let mut state = lock(&self.shared.state);
+            if state.closed {
+                self.starting.clear();
+                return;
+            }
+            state.queue.extend(self.starting.drain(..));
+            let signal = count.min(state.idle);
+            state.idle -= signal;
+            state.signals += signal;
+            let spawn = (count - signal).min(self.limit.saturating_sub(state.loops));
+            state.loops += spawn;
+            (signal, spawn)
+        };
+        for _ in 0..signal {
+            self.shared.job_ready.notify_one();
+        }
+        let handle = self.handle.as_ref().expect("flowgate: the lane is bound at the first poll");
+        for _ in 0..spawn {
+            let shared = Arc::clone(&self.shared);
+            handle.spawn_blocking(move || drain(shared));
+        }
+    }
+
+    fn collect(&mut self, into: &mut Vec<(u64, Outcome<O>)>, waker: Option<&Waker>) {
+        {
+            let mut state = lock(&self.shared.state);
+            mem::swap(&mut state.finished, &mut self.taken);
+            if self.taken.is_empty() {
+                if let Some(waker) = waker {
+                    match &state.consumer {
+                        Some(current) if current.will_wake(waker) => {}
+                        _ => state.consumer = Some(waker.clone()),
+                    }
+                }
+                return;
+            }
+        }
+        into.append(&mut self.taken);
+    }
+
+    fn cancel_from(&mut self, index: u64) {
+        self.shared.cutoff.fetch_min(index, Ordering::AcqRel);
+        // Positions in the queue only grow, so the cancelled jobs are a suffix.
+        let cancelled = {
+            let mut state = lock(&self.shared.state);
+            let keep = state.queue.iter().take_while(|(i, _)| *i < index).count();
+            state.queue.split_off(keep)
+        };
+        drop(cancelled);
+    }
+
+    fn close(&mut self) {
+        self.shut();
+    }
+}
+
+impl<F, T, O> Drop for BlockingLane<F, T, O> {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}

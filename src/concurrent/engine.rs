@@ -1,0 +1,323 @@
+//! The consumer side shared by every concurrent operator: the bound, the pulling, and the
+//! hand-off between a lane (where jobs run) and an exit (how results leave).
+//!
+//! Upstream and the mapper (holding the user's `f`) live here and are only touched from
+//! `poll_next`; only jobs cross to the lane.
+
+use std::fmt;
+use std::panic::resume_unwind;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use futures_core::Stream;
+use pin_project_lite::pin_project;
+
+use super::reorder::{Cancel, Exit};
+use super::{current_runtime, Lane, Mapper, Outcome, Prepared};
+
+pin_project! {
+    pub(crate) struct Engine<St, M, L, O> {
+        #[pin]
+        upstream: St,
+        mapper: M,
+        lane: L,
+        state: State<O>,
+    }
+}
+
+struct State<O> {
+    operator: &'static str,
+    /// Jobs running at once, at most.
+    limit: usize,
+    /// Items pulled and not yet yielded, at most (the bound of semantic 1).
+    window: usize,
+    /// Free places to wait for before pulling again while jobs run.
+    refill: usize,
+    /// Position of the next item to pull (= items pulled so far).
+    next_index: u64,
+    /// Items pulled and not yet yielded.
+    held: usize,
+    /// Jobs handed to the lane whose result has not come back.
+    running: usize,
+    exit: Exit<O>,
+    is_failure: fn(&O) -> bool,
+    upstream_done: bool,
+    bound: bool,
+    ended: bool,
+    finished: Vec<(u64, Outcome<O>)>,
+}
+
+impl<St, M, L, O> Engine<St, M, L, O> {
+    pub(crate) fn new<T>(
+        operator: &'static str,
+        upstream: St,
+        mapper: M,
+        lane: L,
+        limit: usize,
+        ordered: bool,
+    ) -> Self
+    where
+        M: Mapper<T, Out = O>,
+    {
+        Engine {
+            upstream,
+            mapper,
+            lane,
+            state: State {
+                operator,
+                limit,
+                window: limit,
+                refill: refill_batch(limit),
+                next_index: 0,
+                held: 0,
+                running: 0,
+                exit: Exit::new(ordered),
+                is_failure: M::is_failure,
+                upstream_done: false,
+                bound: false,
+                ended: false,
+                finished: Vec::new(),
+            },
+        }
+    }
+
+    #[track_caller]
+    pub(crate) fn set_window(&mut self, window: usize) {
+        let state = &mut self.state;
+        if window < state.limit {
+            panic!(
+                "flowgate: `with_window` needs `window` >= `limit` ({}) on `{}`, got {window}",
+                state.limit, state.operator
+            );
+        }
+        state.window = window;
+        state.refill = refill_batch(state.limit).min(refill_batch(window));
+    }
+
+    pub(crate) fn is_terminated(&self) -> bool {
+        self.state.ended
+    }
+
+    pub(crate) fn fmt_named(&self, f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+        let state = &self.state;
+        f.debug_struct(name)
+            .field("limit", &state.limit)
+            .field("window", &state.window)
+            .field("pulled", &state.next_index)
+            .field("held", &state.held)
+            .field("running", &state.running)
+            .field("ended", &state.ended)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Waiting for a few free places before pulling again saves a hand-off per item; an
+/// eighth of the bound never loosens it and keeps the lane busy.
+fn refill_batch(limit: usize) -> usize {
+    (limit / 8).max(1)
+}
+
+impl<O> State<O> {
+    /// Takes the results the lane has finished; registers `waker` if there are none.
+    /// Returns whether any came back.
+    fn collect<L: Lane<Out = O>>(&mut self, lane: &mut L, waker: Option<&std::task::Waker>) -> bool {
+        let mut finished = std::mem::take(&mut self.finished);
+        lane.collect(&mut finished, waker);
+        let any = !finished.is_empty();
+        for (index, outcome) in finished.drain(..) {
+            self.running -= 1;
+            self.record(lane, index, outcome);
+        }
+        self.finished = finished;
+        any
+    }
+
+    fn record<L: Lane<Out = O>>(&mut self, lane: &mut L, index: u64, outcome: Outcome<O>) {
+        let failure = match &outcome {
+            Ok(out) => (self.is_failure)(out),
+            Err(_) => true,
+        };
+        if let Cancel::From(from) = self.exit.finish(index, outcome, failure) {
+            lane.cancel_from(from);
+        }
+    }
+
+    fn may_pull(&self) -> bool {
+        self.held < self.window && self.running < self.limit
+    }
+
+    /// Pulls while a job can start at once, then hands the new jobs over in one batch.
+    fn pull<St, M, L>(
+        &mut self,
+        mut upstream: Pin<&mut St>,
+        mapper: &mut M,
+        lane: &mut L,
+        cx: &mut Context<'_>,
+    ) where
+        St: Stream,
+        M: Mapper<St::Item, Job = L::Job, Out = O>,
+        L: Lane<Out = O>,
+    {
+        if self.upstream_done || self.exit.failed() {
+            return;
+        }
+        let free = (self.window - self.held).min(self.limit - self.running);
+        if self.running > 0 && free < self.refill {
+            return;
+        }
+        while self.may_pull() && !self.exit.failed() {
+            match upstream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(item)) => {
+                    let index = self.next_index;
+                    self.next_index += 1;
+                    self.held += 1;
+                    self.exit.pulled();
+                    match mapper.prepare(item) {
+                        Prepared::Start(job) => {
+                            self.running += 1;
+                            lane.start(index, job);
+                        }
+                        Prepared::Done(outcome) => self.record(lane, index, outcome),
+                    }
+                }
+                Poll::Ready(None) => {
+                    self.upstream_done = true;
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        lane.flush();
+    }
+
+    /// Hands a result to the consumer; a failure ends the stream, a panic re-raises.
+    fn deliver<L: Lane<Out = O>>(&mut self, lane: &mut L, outcome: Outcome<O>) -> Option<O> {
+        self.held -= 1;
+        match outcome {
+            Ok(out) => {
+                if (self.is_failure)(&out) {
+                    self.end(lane);
+                }
+                Some(out)
+            }
+            Err(payload) => {
+                self.end(lane);
+                resume_unwind(payload)
+            }
+        }
+    }
+
+    fn end<L: Lane<Out = O>>(&mut self, lane: &mut L) {
+        self.ended = true;
+        self.finished = Vec::new();
+        lane.close();
+    }
+}
+
+impl<St, M, L, O> Stream for Engine<St, M, L, O>
+where
+    St: Stream,
+    M: Mapper<St::Item, Job = L::Job, Out = O>,
+    L: Lane<Out = O>,
+{
+    type Item = O;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<O>> {
+        let mut this = self.project();
+        let state = this.state;
+        let lane = this.lane;
+        if state.ended {
+            return Poll::Ready(None);
+        }
+        if !state.bound {
+            lane.bind(&current_runtime(state.operator));
+            state.bound = true;
+        }
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
+        loop {
+            state.collect(lane, None);
+            state.pull(this.upstream.as_mut(), this.mapper, lane, cx);
+            if let Some(outcome) = state.exit.pop() {
+                coop.made_progress();
+                return Poll::Ready(state.deliver(lane, outcome));
+            }
+            if state.upstream_done && state.held == 0 {
+                state.end(lane);
+                return Poll::Ready(None);
+            }
+            if !state.collect(lane, Some(cx.waker())) {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let state = &self.state;
+        if state.ended {
+            return (0, Some(0));
+        }
+        if state.exit.failed() {
+            return (0, Some(state.held));
+        }
+        let (lower, upper) = if state.upstream_done {
+            (0, Some(0))
+        } else {
+            self.upstream.size_hint()
+        };
+        (
+            lower.saturating_add(state.held),
+            upper.and_then(|upper| upper.checked_add(state.held)),
+        )
+    }
+}
+
+/// Implements `Stream`, `FusedStream` and `Debug` for an operator that wraps an
+/// [`Engine`] in a field named `inner`. `try` operators cap the lower size bound at 1:
+/// they may end at the first error.
+macro_rules! engine_stream {
+    (
+        impl<$($gen:ident),*> $name:ident<$($param:ident),*>,
+        Item = $item:ty,
+        lower_at_most = $cap:expr,
+        where $($bounds:tt)*
+    ) => {
+        impl<$($gen),*> futures_core::Stream for $name<$($param),*>
+        where
+            $($bounds)*
+        {
+            type Item = $item;
+
+            fn poll_next(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Self::Item>> {
+                self.project().inner.poll_next(cx)
+            }
+
+            fn size_hint(&self) -> (usize, Option<usize>) {
+                let (lower, upper) = self.inner.size_hint();
+                (lower.min($cap), upper)
+            }
+        }
+
+        impl<$($gen),*> futures_core::FusedStream for $name<$($param),*>
+        where
+            $($bounds)*
+        {
+            fn is_terminated(&self) -> bool {
+                self.inner.is_terminated()
+            }
+        }
+
+        impl<$($gen),*> std::fmt::Debug for $name<$($param),*>
+        where
+            $($bounds)*
+        {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.inner.fmt_named(f, stringify!($name))
+            }
+        }
+    };
+}
+
+pub(crate) use engine_stream;

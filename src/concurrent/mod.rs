@@ -1,0 +1,92 @@
+//! Bounded concurrent maps: one engine, two lanes, two exits.
+//!
+//! Every operator here is the same machine (`engine.rs`): it pulls items from upstream
+//! while the bound has room, hands each one to a *lane* that runs it, and lets results
+//! leave through an *exit* (`reorder.rs`), in input order or as they finish.
+//!
+//! - The async lane (`async_lane.rs`) runs the futures `f` returns on a small executor
+//!   of driver tasks spawned on the caller's runtime.
+//! - The blocking lane (`blocking_lane.rs`) runs a shared `Fn` on short-lived drain loops
+//!   in tokio's blocking pool.
+
+use std::any::Any;
+
+mod async_lane;
+mod blocking_lane;
+mod engine;
+mod mappers;
+mod reorder;
+
+mod map_concurrent;
+mod map_concurrent_unordered;
+mod par_map;
+mod par_map_unordered;
+mod try_map_concurrent;
+mod try_map_concurrent_unordered;
+mod try_par_map;
+mod try_par_map_unordered;
+
+pub use map_concurrent::MapConcurrent;
+pub use map_concurrent_unordered::MapConcurrentUnordered;
+pub use par_map::ParMap;
+pub use par_map_unordered::ParMapUnordered;
+pub use try_map_concurrent::TryMapConcurrent;
+pub use try_map_concurrent_unordered::TryMapConcurrentUnordered;
+pub use try_par_map::TryParMap;
+pub use try_par_map_unordered::TryParMapUnordered;
+
+/// A caught panic, carried to the consumer as the item's result.
+pub(crate) type Payload = Box<dyn Any + Send + 'static>;
+
+/// The result of one job: its output, or the panic it raised.
+pub(crate) type Outcome<T> = Result<T, Payload>;
+
+/// What the consumer does with an upstream item: start a job, or record a result at once
+/// (an upstream error in a `try_` operator, or a panic in the synchronous part of `f`).
+pub(crate) enum Prepared<J, O> {
+    Start(J),
+    Done(Outcome<O>),
+}
+
+/// Turns upstream items into jobs for a lane. Lives in the consumer's stream struct.
+pub(crate) trait Mapper<In> {
+    type Job;
+    type Out;
+    fn prepare(&mut self, item: In) -> Prepared<Self::Job, Self::Out>;
+    /// Whether a finished output ends the stream (an `Err` in the `try_` operators).
+    fn is_failure(out: &Self::Out) -> bool;
+}
+
+/// A way to run jobs: the async lane or the blocking lane.
+///
+/// All methods are called from the consumer's `poll_next` (or its `Drop`).
+pub(crate) trait Lane {
+    type Job;
+    type Out;
+    /// Attaches the lane to the runtime it will run on; called once, at the first poll.
+    fn bind(&mut self, handle: &tokio::runtime::Handle);
+    /// Queues a job; it is handed over at the next [`Lane::flush`].
+    fn start(&mut self, index: u64, job: Self::Job);
+    /// Hands every queued job over to the workers, with one wake-up.
+    fn flush(&mut self);
+    /// Moves finished results into `into`. With a waker and nothing finished, registers it
+    /// to be woken when something finishes.
+    fn collect(&mut self, into: &mut Vec<(u64, Outcome<Self::Out>)>, waker: Option<&std::task::Waker>);
+    /// Cancels every job at position `index` or later: queued ones never start, running
+    /// futures are dropped; their results are never reported.
+    fn cancel_from(&mut self, index: u64);
+    /// Cancels everything and releases the workers. Idempotent; also run on drop.
+    fn close(&mut self);
+}
+
+/// The message of the panic raised when an operator is polled outside a tokio runtime.
+#[track_caller]
+pub(crate) fn current_runtime(operator: &str) -> tokio::runtime::Handle {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle,
+        Err(_) => panic!(
+            "flowgate: `{operator}` must be polled inside a tokio runtime \
+             (it runs its work as tokio tasks); no tokio runtime is running on this thread"
+        ),
+    }
+}

@@ -1,0 +1,469 @@
+//! The extension traits: thin methods that check their arguments and build an operator.
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures_core::{Stream, TryStream};
+
+use crate::chunk::{ChunksWeighted, ChunksWithin};
+use crate::concurrent::{
+    MapConcurrent, MapConcurrentUnordered, ParMap, ParMapUnordered, TryMapConcurrent,
+    TryMapConcurrentUnordered, TryParMap, TryParMapUnordered,
+};
+
+/// Panics with a message naming `name` when `value` is zero.
+#[track_caller]
+pub(crate) fn assert_nonzero(value: usize, name: &str, operator: &str) {
+    if value == 0 {
+        panic!("flowgate: `{operator}` needs `{name}` > 0, got 0");
+    }
+}
+
+/// Chunking and bounded concurrency for any [`Stream`].
+///
+/// Imported by `use flowgate::prelude::*`. The method names do not clash with
+/// `futures::StreamExt`, `futures::TryStreamExt` or `tokio_stream::StreamExt`.
+///
+/// Every concurrent operator here keeps the same promises (see the [crate docs](crate)):
+/// it holds at most `limit` items pulled from upstream and not yet yielded, its work runs
+/// on the caller's tokio runtime and progresses while the consumer is busy, dropping the
+/// stream cancels its work, and a panic in user code re-raises in the consumer with its
+/// original payload.
+pub trait FlowExt: Stream {
+    /// Groups items into `Vec` chunks of at most `max_items`, flushing a partial chunk
+    /// `max_wait` after its first item arrived.
+    ///
+    /// - A chunk is emitted as soon as it holds `max_items` items, or when `max_wait` has
+    ///   passed since its first item (the timer starts at that item, not at the previous
+    ///   flush), or when upstream ends. No chunk is ever empty.
+    /// - When the timer fires, items upstream has ready at once are taken first (up to
+    ///   `max_items`), then the chunk goes.
+    /// - `max_wait == Duration::ZERO` creates no timer: a chunk is the first item plus
+    ///   whatever upstream has ready in the same poll, up to `max_items`.
+    /// - Nothing is read ahead: upstream is polled only while a chunk is being filled.
+    ///
+    /// Count-only chunking is `futures::StreamExt::chunks`; this operator adds the deadline.
+    ///
+    /// # Panics
+    /// Panics at once if `max_items == 0`. With `max_wait > 0`, the first poll panics
+    /// outside a tokio runtime (the timer needs one).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let readings = stream! {
+    ///     for i in 0..5 {
+    ///         if i == 3 {
+    ///             // a pause longer than max_wait: the partial chunk is flushed
+    ///             tokio::time::sleep(Duration::from_millis(500)).await;
+    ///         }
+    ///         yield i;
+    ///     }
+    /// };
+    /// let chunks: Vec<Vec<u32>> = readings
+    ///     .chunks_within(2, Duration::from_millis(100))
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(chunks, vec![vec![0, 1], vec![2], vec![3, 4]]);
+    /// # }
+    /// ```
+    #[track_caller]
+    fn chunks_within(self, max_items: usize, max_wait: Duration) -> ChunksWithin<Self>
+    where
+        Self: Sized,
+    {
+        assert_nonzero(max_items, "max_items", "chunks_within");
+        ChunksWithin::new(self, max_items, max_wait)
+    }
+
+    /// Groups items into `Vec` chunks whose summed `weigh(&item)` stays within `max_weight`.
+    ///
+    /// - A chunk is emitted as soon as its weight reaches `max_weight`, or when the next
+    ///   item would push it over (that item starts the next chunk), and at the end.
+    /// - An item heavier than `max_weight` is a chunk of its own: it is never dropped.
+    /// - Weights add up saturating. Items of weight 0 are allowed; an endless run of them
+    ///   keeps growing the current chunk.
+    /// - `weigh` is called once per item. Nothing is read ahead.
+    ///
+    /// # Panics
+    /// Panics at once if `max_weight == 0`.
+    ///
+    /// # Examples
+    /// ```
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let lines = flowgate::source::iter(["a", "bb", "ccc", "dddddd", "e"]);
+    /// let batches: Vec<Vec<&str>> = lines.chunks_weighted(5, |s| s.len()).collect().await;
+    /// assert_eq!(batches, vec![vec!["a", "bb"], vec!["ccc"], vec!["dddddd"], vec!["e"]]);
+    /// # }
+    /// ```
+    #[track_caller]
+    fn chunks_weighted<F>(self, max_weight: usize, weigh: F) -> ChunksWeighted<Self, F>
+    where
+        Self: Sized,
+        F: FnMut(&Self::Item) -> usize,
+    {
+        assert_nonzero(max_weight, "max_weight", "chunks_weighted");
+        ChunksWeighted::new(self, max_weight, weigh)
+    }
+
+    /// Runs `f(item)` for up to `limit` items at once on the tokio runtime and yields the
+    /// results **in input order**.
+    ///
+    /// - **Bound:** at most `limit` items are pulled from upstream and not yet yielded,
+    ///   running or finished and waiting for their turn; a slow head item therefore stops
+    ///   the pulling once `limit` items wait behind it. [`MapConcurrent::with_window`]
+    ///   widens the number of waiting items while keeping `limit` jobs running.
+    /// - **Progress:** each future runs as work on the caller's runtime (in parallel on a
+    ///   multi-thread runtime), so it advances while the consumer is busy elsewhere.
+    ///   Unlike `futures::StreamExt::buffered`, which only advances while it is polled.
+    /// - **Cancellation:** dropping the stream aborts every future still running; no new
+    ///   item is pulled after that.
+    /// - **Panics:** a panic in `f` or in its future is re-raised in the consumer, with its
+    ///   original payload, at that item's position; the results before it are yielded
+    ///   first and all other work is cancelled before the re-raise.
+    ///
+    /// `f` is called on the consumer's task; only the futures it returns cross to the
+    /// runtime, so neither upstream nor `f` need to be `Send` or `'static`.
+    ///
+    /// # Panics
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let results: Vec<u64> = flowgate::source::iter([30u64, 10, 20])
+    ///     .map_concurrent(2, |ms| async move {
+    ///         tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///         ms
+    ///     })
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(results, vec![30, 10, 20]); // input order, whatever finished first
+    /// # }
+    /// ```
+    #[track_caller]
+    fn map_concurrent<F, Fut>(self, limit: usize, f: F) -> MapConcurrent<Self, F, Fut>
+    where
+        Self: Sized,
+        F: FnMut(Self::Item) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        assert_nonzero(limit, "limit", "map_concurrent");
+        MapConcurrent::new(self, limit, f)
+    }
+
+    /// Runs `f(item)` for up to `limit` items at once on the tokio runtime and yields the
+    /// results **as they finish**.
+    ///
+    /// The same bound, progress, cancellation and panic rules as
+    /// [`map_concurrent`](FlowExt::map_concurrent), except that a result is yielded as
+    /// soon as it is ready, so a slow item holds back nothing but its own place: the
+    /// stream keeps `limit` jobs busy. A panic is re-raised when it happens; results
+    /// finished but not yet yielded are dropped with the cancelled work.
+    ///
+    /// # Panics
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let results: Vec<u64> = flowgate::source::iter([30u64, 10, 20])
+    ///     .map_concurrent_unordered(3, |ms| async move {
+    ///         tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///         ms
+    ///     })
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(results, vec![10, 20, 30]); // the order they finished in
+    /// # }
+    /// ```
+    #[track_caller]
+    fn map_concurrent_unordered<F, Fut>(
+        self,
+        limit: usize,
+        f: F,
+    ) -> MapConcurrentUnordered<Self, F, Fut>
+    where
+        Self: Sized,
+        F: FnMut(Self::Item) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        assert_nonzero(limit, "limit", "map_concurrent_unordered");
+        MapConcurrentUnordered::new(self, limit, f)
+    }
+
+    /// Runs the blocking or CPU-bound `f(item)` on up to `limit` threads off the async
+    /// runtime (tokio's blocking pool) and yields the results **in input order**.
+    ///
+    /// - **Bound:** at most `limit` items are pulled and not yet yielded
+    ///   ([`ParMap::with_window`] widens it); at most `limit` closures run at once.
+    /// - **Threads:** for CPU work choose a `limit` near the number of cores; for blocking
+    ///   I/O, as many as the calls you want in flight. Each item costs a handoff of a few
+    ///   microseconds, so for fine-grained work (well under a millisecond per item) chunk
+    ///   first (`futures::StreamExt::chunks` or [`chunks_within`](FlowExt::chunks_within))
+    ///   and map whole chunks.
+    /// - **Cancellation:** dropping the stream discards queued items; a closure already
+    ///   running on a thread cannot be interrupted: it runs to its end and its result is
+    ///   dropped.
+    /// - **Panics:** re-raised in the consumer at the item's position, with the original
+    ///   payload, after the results before it.
+    ///
+    /// # Panics
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    ///
+    /// # Examples
+    /// ```
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let sums: Vec<u64> = flowgate::source::iter(0..4u64)
+    ///     .map(|i| (i * 1000..(i + 1) * 1000).collect::<Vec<u64>>())
+    ///     .par_map(2, |chunk| chunk.iter().sum::<u64>())
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(sums, vec![499500, 1499500, 2499500, 3499500]);
+    /// # }
+    /// ```
+    #[track_caller]
+    fn par_map<F, U>(self, limit: usize, f: F) -> ParMap<Self, F, U>
+    where
+        Self: Sized,
+        Self::Item: Send + 'static,
+        F: Fn(Self::Item) -> U + Send + Sync + 'static,
+        U: Send + 'static,
+    {
+        assert_nonzero(limit, "limit", "par_map");
+        ParMap::new(self, limit, f)
+    }
+
+    /// Runs the blocking or CPU-bound `f(item)` on up to `limit` threads off the async
+    /// runtime and yields the results **as they finish**.
+    ///
+    /// The same bound, thread, cancellation and panic rules as
+    /// [`par_map`](FlowExt::par_map); a panic is re-raised when it happens, and results
+    /// finished but not yet yielded are dropped.
+    ///
+    /// # Panics
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    ///
+    /// # Examples
+    /// ```
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let mut lengths: Vec<usize> = flowgate::source::iter(["a b", "c d e", "f"])
+    ///     .par_map_unordered(2, |line| line.split_whitespace().count())
+    ///     .collect()
+    ///     .await;
+    /// lengths.sort();
+    /// assert_eq!(lengths, vec![1, 2, 3]);
+    /// # }
+    /// ```
+    #[track_caller]
+    fn par_map_unordered<F, U>(self, limit: usize, f: F) -> ParMapUnordered<Self, F, U>
+    where
+        Self: Sized,
+        Self::Item: Send + 'static,
+        F: Fn(Self::Item) -> U + Send + Sync + 'static,
+        U: Send + 'static,
+    {
+        assert_nonzero(limit, "limit", "par_map_unordered");
+        ParMapUnordered::new(self, limit, f)
+    }
+}
+
+impl<St: Stream + ?Sized> FlowExt for St {}
+
+/// Fail-fast bounded concurrency for any [`TryStream`] (a stream of `Result<T, E>`).
+///
+/// Imported by `use flowgate::prelude::*`. Each operator keeps upstream's error type `E`:
+/// `f` returns `Result<U, E>`. The first error, from upstream or from `f`, is yielded (in
+/// its position for the ordered operators, when it happens for the unordered ones), then
+/// the stream ends and its in-flight work is cancelled. An upstream error holds its
+/// position and counts against the bound like any other item.
+pub trait TryFlowExt: TryStream {
+    /// Like [`FlowExt::map_concurrent`], for fallible work: results in input order, the
+    /// first error ends the stream.
+    ///
+    /// Results before the failing position are yielded, then the error, then nothing;
+    /// work after that position is cancelled as soon as the error is known, and nothing
+    /// more is pulled.
+    ///
+    /// # Panics
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime. A
+    /// panic in `f` or its future is re-raised at its position.
+    ///
+    /// # Examples
+    /// ```
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let out: Vec<Result<u32, String>> = flowgate::source::iter(vec![Ok(1), Ok(2), Ok(3), Ok(4)])
+    ///     .try_map_concurrent(2, |x: u32| async move {
+    ///         if x == 3 { Err(format!("item {x} is bad")) } else { Ok(x * 10) }
+    ///     })
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(out, vec![Ok(10), Ok(20), Err("item 3 is bad".to_string())]);
+    /// # }
+    /// ```
+    #[track_caller]
+    fn try_map_concurrent<F, Fut, U>(self, limit: usize, f: F) -> TryMapConcurrent<Self, F, Fut>
+    where
+        Self: Sized + Stream<Item = Result<Self::Ok, Self::Error>>,
+        F: FnMut(Self::Ok) -> Fut,
+        Fut: Future<Output = Result<U, Self::Error>> + Send + 'static,
+        U: Send + 'static,
+        Self::Error: Send + 'static,
+    {
+        assert_nonzero(limit, "limit", "try_map_concurrent");
+        TryMapConcurrent::new(self, limit, f)
+    }
+
+    /// Like [`FlowExt::map_concurrent_unordered`], for fallible work: results as they
+    /// finish, the first error ends the stream.
+    ///
+    /// The error is yielded as soon as it is known; results already finished but not yet
+    /// yielded are dropped with the cancelled work. To keep every success, handle the
+    /// error inside `f` (return `Ok(Err(e))`) instead.
+    ///
+    /// # Panics
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    ///
+    /// # Examples
+    /// ```
+    /// use flowgate::prelude::*;
+    /// use futures::TryStreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut ok: Vec<u32> = flowgate::source::iter((1..=4).map(Ok::<u32, std::io::Error>))
+    ///     .try_map_concurrent_unordered(2, |x| async move { Ok(x * 10) })
+    ///     .try_collect()
+    ///     .await
+    ///     .unwrap();
+    /// ok.sort();
+    /// assert_eq!(ok, vec![10, 20, 30, 40]);
+    /// # }
+    /// ```
+    #[track_caller]
+    fn try_map_concurrent_unordered<F, Fut, U>(
+        self,
+        limit: usize,
+        f: F,
+    ) -> TryMapConcurrentUnordered<Self, F, Fut>
+    where
+        Self: Sized + Stream<Item = Result<Self::Ok, Self::Error>>,
+        F: FnMut(Self::Ok) -> Fut,
+        Fut: Future<Output = Result<U, Self::Error>> + Send + 'static,
+        U: Send + 'static,
+        Self::Error: Send + 'static,
+    {
+        assert_nonzero(limit, "limit", "try_map_concurrent_unordered");
+        TryMapConcurrentUnordered::new(self, limit, f)
+    }
+
+    /// Like [`FlowExt::par_map`], for fallible blocking work: results in input order, the
+    /// first error ends the stream.
+    ///
+    /// Queued items after the failing position never start; a closure already running
+    /// finishes on its thread and its result is dropped.
+    ///
+    /// # Panics
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    ///
+    /// # Examples
+    /// ```
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let parsed: Vec<Result<i64, String>> = flowgate::source::iter(["1", "2", "x", "4"])
+    ///     .map(Ok::<&str, String>)
+    ///     .try_par_map(2, |s| s.parse::<i64>().map_err(|e| format!("{s:?}: {e}")))
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(parsed.len(), 3);
+    /// assert_eq!(parsed[..2], [Ok(1), Ok(2)]);
+    /// assert!(parsed[2].is_err());
+    /// # }
+    /// ```
+    #[track_caller]
+    fn try_par_map<F, U>(self, limit: usize, f: F) -> TryParMap<Self, F, U>
+    where
+        Self: Sized + Stream<Item = Result<Self::Ok, Self::Error>>,
+        Self::Ok: Send + 'static,
+        Self::Error: Send + 'static,
+        F: Fn(Self::Ok) -> Result<U, Self::Error> + Send + Sync + 'static,
+        U: Send + 'static,
+    {
+        assert_nonzero(limit, "limit", "try_par_map");
+        TryParMap::new(self, limit, f)
+    }
+
+    /// Like [`FlowExt::par_map_unordered`], for fallible blocking work: results as they
+    /// finish, the first error ends the stream (finished results not yet yielded are
+    /// dropped).
+    ///
+    /// # Panics
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    ///
+    /// # Examples
+    /// ```
+    /// use flowgate::prelude::*;
+    /// use futures::TryStreamExt;
+    ///
+    /// # #[tokio::main]
+    /// # async fn main() {
+    /// let mut squares: Vec<u64> = flowgate::source::iter((1..=3u64).map(Ok::<u64, String>))
+    ///     .try_par_map_unordered(2, |x| Ok(x * x))
+    ///     .try_collect()
+    ///     .await
+    ///     .unwrap();
+    /// squares.sort();
+    /// assert_eq!(squares, vec![1, 4, 9]);
+    /// # }
+    /// ```
+    #[track_caller]
+    fn try_par_map_unordered<F, U>(self, limit: usize, f: F) -> TryParMapUnordered<Self, F, U>
+    where
+        Self: Sized + Stream<Item = Result<Self::Ok, Self::Error>>,
+        Self::Ok: Send + 'static,
+        Self::Error: Send + 'static,
+        F: Fn(Self::Ok) -> Result<U, Self::Error> + Send + Sync + 'static,
+        U: Send + 'static,
+    {
+        assert_nonzero(limit, "limit", "try_par_map_unordered");
+        TryParMapUnordered::new(self, limit, f)
+    }
+}
+
+impl<St: TryStream + ?Sized> TryFlowExt for St {}

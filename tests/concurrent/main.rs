@@ -1,0 +1,3 @@
+//! The concurrent operators, through the public API.
+
+mod smoke;
