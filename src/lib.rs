@@ -1,4 +1,101 @@
-//! TOUR
+//! Lazy, bounded, concurrent stream pipelines on tokio.
+//!
+//! flowgate processes datasets of any size as async streams: a generator produces the data
+//! on demand, the pipeline cuts it into chunks, processes the chunks concurrently (in
+//! input order or as they finish) with a hard bound on the work in flight, and hands the
+//! results on. It is the async answer to the "generator → chunks → `Pool.map`" recipe,
+//! without its flaws: nothing is materialised, memory is bounded by the concurrency limit,
+//! a slow consumer slows the producer (backpressure), results can stream in order, and
+//! dropping the pipeline cancels its work.
+//!
+//! It runs on the caller's tokio runtime (it never builds one), takes any
+//! [`Stream`](futures_core::Stream) in and gives a plain `Stream` out, so it composes with
+//! `futures::StreamExt`, `futures::TryStreamExt` and `tokio_stream::StreamExt`: no method
+//! name clashes.
+//!
+//! # A complete pipeline
+//!
+//! ```
+//! use flowgate::prelude::*;
+//! use futures::StreamExt;
+//!
+//! # #[tokio::main]
+//! # async fn main() {
+//! // A generator: produces lines on demand, never all at once.
+//! let lines = stream! {
+//!     for i in 0..10_000u32 {
+//!         yield format!("record {i} with a few words");
+//!     }
+//! };
+//!
+//! // Cut into chunks, count words per chunk on 2 threads, merge as chunks finish.
+//! let total: usize = lines
+//!     .chunks(1_000)
+//!     .par_map_unordered(2, |chunk: Vec<String>| {
+//!         chunk.iter().map(|line| line.split_whitespace().count()).sum::<usize>()
+//!     })
+//!     .fold(0, |sum, n| async move { sum + n })
+//!     .await;
+//! assert_eq!(total, 10_000 * 6);
+//! # }
+//! ```
+//!
+//! # Which operator when
+//!
+//! | you have | use | results |
+//! |---|---|---|
+//! | async work per item (I/O, RPC) | [`map_concurrent`](FlowExt::map_concurrent) | input order |
+//! | the same, order does not matter | [`map_concurrent_unordered`](FlowExt::map_concurrent_unordered) | as they finish |
+//! | CPU-bound or blocking work per item or chunk | [`par_map`](FlowExt::par_map) | input order |
+//! | the same, order does not matter | [`par_map_unordered`](FlowExt::par_map_unordered) | as they finish |
+//! | fallible work, stop at the first error | the `try_` forms on [`TryFlowExt`] | same |
+//! | batches by count, with a deadline | [`chunks_within`](FlowExt::chunks_within) | `Vec` chunks |
+//! | batches by size (bytes, cost) | [`chunks_weighted`](FlowExt::chunks_weighted) | `Vec` chunks |
+//! | batches by count only | `futures::StreamExt::chunks` | `Vec` chunks |
+//! | a lazy source from an iterator | [`source::iter`] | items |
+//!
+//! An ordered operator with a rare slow item stalls once `limit` results wait behind it;
+//! `.with_window(w)` (for example [`MapConcurrent::with_window`](concurrent::MapConcurrent::with_window))
+//! lets up to `w` results wait while `limit` jobs keep running.
+//!
+//! # What every concurrent operator promises
+//!
+//! 1. **Bounded.** At every moment, items pulled from upstream but not yet yielded number
+//!    at most `limit` (or the window), running work and finished results waiting for their
+//!    turn together. Memory is O(limit), whatever the size of the dataset.
+//! 2. **Progress on its own.** Work runs as tasks on the caller's runtime (or, for
+//!    `par_map`, on the blocking pool), so it advances while the consumer is busy
+//!    elsewhere, and in parallel on a multi-thread runtime.
+//! 3. **Cancellation on drop.** Dropping the stream aborts its in-flight work and starts
+//!    nothing new. A blocking closure already running cannot be interrupted: it finishes
+//!    and its result is discarded.
+//! 4. **Panics are never lost.** A panic in user code re-raises in the consumer, with its
+//!    original payload, when the consumer reaches it; all other work is cancelled first.
+//! 5. **Fail fast.** In the `try_` operators the first error, from upstream or from `f`,
+//!    is yielded in its position (ordered) or when it happens (unordered), then the stream
+//!    ends and in-flight work is cancelled.
+//! 6. **Bad arguments fail loudly.** `limit == 0`, `max_items == 0`, `max_weight == 0` or
+//!    a window below the limit panic where the operator is created. Building a pipeline
+//!    needs no runtime; polling one that runs work outside a tokio runtime panics with a
+//!    message saying so.
+//!
+//! # How it differs from `buffered` / `buffer_unordered`
+//!
+//! `futures::StreamExt::buffered(n)` polls its futures only while the consumer polls the
+//! stream: when the consumer is busy, the work stalls (futures-rs issue 2387), and
+//! `buffered(0)` hangs instead of failing (issue 2348). Its futures also all run inside
+//! the consumer's task, so they never run in parallel. flowgate's operators run the work
+//! as tasks on the runtime: it progresses on its own and in parallel, dropping the stream
+//! cancels it, a panic in one job does not take the others' results with it, and a zero
+//! limit is rejected at once. The cost is a handoff per item, amortized in batches.
+//!
+//! # Bounds on types
+//!
+//! Upstream and the async lane's `f` stay inside the stream and are only called from its
+//! `poll_next`, so neither needs to be `Send` or `'static`; only the futures `f` returns
+//! (and their outputs) must be `Send + 'static`. The blocking lane needs a
+//! `Fn + Send + Sync + 'static` closure and `Send + 'static` items and results. Every
+//! stream type is `Send` when its parts are.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -28,3 +125,8 @@ pub mod prelude {
     pub use crate::ext::{FlowExt, TryFlowExt};
     pub use crate::{stream, try_stream};
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

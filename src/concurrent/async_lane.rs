@@ -112,7 +112,10 @@ impl<Fut: Future> Wake for Slot<Fut> {
                 RUNNING => NOTIFIED,
                 _ => return,
             };
-            match self.state.compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .state
+                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => break,
                 Err(actual) => state = actual,
             }
@@ -277,7 +280,8 @@ where
             // A driver woken from inside this task sits in this worker's LIFO slot, where
             // no other worker can steal it: yield so that it runs while we are away.
             let woke_helper = this.shared.helper_wakes.load(Ordering::Relaxed) != wakes_before;
-            if woke_helper || polls >= POLLS_PER_TURN || !tokio::task::coop::has_budget_remaining() {
+            if woke_helper || polls >= POLLS_PER_TURN || !tokio::task::coop::has_budget_remaining()
+            {
                 this.hand_over();
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -306,8 +310,16 @@ impl<Fut: Future> AsyncLane<Fut> {
     pub(crate) fn new(limit: usize) -> Self {
         AsyncLane {
             shared: Arc::new(Shared {
-                run: Mutex::new(RunQueue { queue: VecDeque::new(), parked: Vec::new(), closed: false }),
-                exchange: Mutex::new(Exchange { finished: Vec::new(), consumer: None, closed: false }),
+                run: Mutex::new(RunQueue {
+                    queue: VecDeque::new(),
+                    parked: Vec::new(),
+                    closed: false,
+                }),
+                exchange: Mutex::new(Exchange {
+                    finished: Vec::new(),
+                    consumer: None,
+                    closed: false,
+                }),
                 cutoff: AtomicU64::new(u64::MAX),
                 closed: AtomicBool::new(false),
                 helper_wakes: AtomicUsize::new(0),
@@ -326,7 +338,11 @@ impl<Fut: Future> AsyncLane<Fut> {
         let slot = Arc::new(Slot {
             shared: Arc::clone(&self.shared),
             state: AtomicU8::new(DONE),
-            cell: Mutex::new(Cell { future: Some(Box::pin(None)), index: 0, output: None }),
+            cell: Mutex::new(Cell {
+                future: Some(Box::pin(None)),
+                index: 0,
+                output: None,
+            }),
         });
         self.slots.push(Arc::clone(&slot));
         slot
@@ -340,7 +356,9 @@ impl<Fut: Future> AsyncLane<Fut> {
             if cell.index < from {
                 continue;
             }
-            let Some(future) = cell.future.as_mut() else { continue };
+            let Some(future) = cell.future.as_mut() else {
+                continue;
+            };
             if future.is_none() {
                 continue;
             }
@@ -398,7 +416,10 @@ where
         {
             let mut cell = lock(&slot.cell);
             cell.index = index;
-            let future = cell.future.as_mut().expect("flowgate: a free slot keeps its box");
+            let future = cell
+                .future
+                .as_mut()
+                .expect("flowgate: a free slot keeps its box");
             future.as_mut().set(Some(job));
         }
         slot.state.store(SCHEDULED, Ordering::Release);
@@ -409,7 +430,10 @@ where
         if self.starting.is_empty() {
             return;
         }
-        let handle = self.handle.as_ref().expect("flowgate: the lane is bound at the first poll");
+        let handle = self
+            .handle
+            .as_ref()
+            .expect("flowgate: the lane is bound at the first poll");
         let mut run = lock(&self.shared.run);
         if run.closed {
             return;

@@ -182,7 +182,10 @@ where
         for _ in 0..signal {
             self.shared.job_ready.notify_one();
         }
-        let handle = self.handle.as_ref().expect("flowgate: the lane is bound at the first poll");
+        let handle = self
+            .handle
+            .as_ref()
+            .expect("flowgate: the lane is bound at the first poll");
         for _ in 0..spawn {
             let shared = Arc::clone(&self.shared);
             handle.spawn_blocking(move || drain(shared));

@@ -120,7 +120,11 @@ fn refill_batch(limit: usize) -> usize {
 impl<O> State<O> {
     /// Takes the results the lane has finished; registers `waker` if there are none.
     /// Returns whether any came back.
-    fn collect<L: Lane<Out = O>>(&mut self, lane: &mut L, waker: Option<&std::task::Waker>) -> bool {
+    fn collect<L: Lane<Out = O>>(
+        &mut self,
+        lane: &mut L,
+        waker: Option<&std::task::Waker>,
+    ) -> bool {
         let mut finished = std::mem::take(&mut self.finished);
         lane.collect(&mut finished, waker);
         let any = !finished.is_empty();

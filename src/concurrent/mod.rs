@@ -71,7 +71,11 @@ pub(crate) trait Lane {
     fn flush(&mut self);
     /// Moves finished results into `into`. With a waker and nothing finished, registers it
     /// to be woken when something finishes.
-    fn collect(&mut self, into: &mut Vec<(u64, Outcome<Self::Out>)>, waker: Option<&std::task::Waker>);
+    fn collect(
+        &mut self,
+        into: &mut Vec<(u64, Outcome<Self::Out>)>,
+        waker: Option<&std::task::Waker>,
+    );
     /// Cancels every job at position `index` or later: queued ones never start, running
     /// futures are dropped; their results are never reported.
     fn cancel_from(&mut self, index: u64);

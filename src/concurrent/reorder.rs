@@ -34,9 +34,16 @@ pub(crate) enum Cancel {
 impl<O> Exit<O> {
     pub(crate) fn new(ordered: bool) -> Self {
         if ordered {
-            Exit::Ordered { next_out: 0, places: VecDeque::new(), failed_at: None }
+            Exit::Ordered {
+                next_out: 0,
+                places: VecDeque::new(),
+                failed_at: None,
+            }
         } else {
-            Exit::Unordered { ready: VecDeque::new(), failure: None }
+            Exit::Unordered {
+                ready: VecDeque::new(),
+                failure: None,
+            }
         }
     }
 
@@ -58,7 +65,11 @@ impl<O> Exit<O> {
     /// Records the result of the item at `index`.
     pub(crate) fn finish(&mut self, index: u64, outcome: Outcome<O>, failure: bool) -> Cancel {
         match self {
-            Exit::Ordered { next_out, places, failed_at } => {
+            Exit::Ordered {
+                next_out,
+                places,
+                failed_at,
+            } => {
                 if failed_at.is_some_and(|at| index > at) {
                     return Cancel::None;
                 }
@@ -72,7 +83,10 @@ impl<O> Exit<O> {
                 }
                 Cancel::None
             }
-            Exit::Unordered { ready, failure: first_failure } => {
+            Exit::Unordered {
+                ready,
+                failure: first_failure,
+            } => {
                 if first_failure.is_some() {
                     return Cancel::None;
                 }
@@ -90,7 +104,9 @@ impl<O> Exit<O> {
     /// Takes the next result that may leave, if any.
     pub(crate) fn pop(&mut self) -> Option<Outcome<O>> {
         match self {
-            Exit::Ordered { next_out, places, .. } => {
+            Exit::Ordered {
+                next_out, places, ..
+            } => {
                 if !matches!(places.front(), Some(Some(_))) {
                     return None;
                 }
@@ -120,7 +136,9 @@ mod tests {
         exit.finish(1, ok(1), false);
         assert!(exit.pop().is_none());
         exit.finish(0, ok(0), false);
-        let out: Vec<u32> = std::iter::from_fn(|| exit.pop()).map(|o| o.unwrap()).collect();
+        let out: Vec<u32> = std::iter::from_fn(|| exit.pop())
+            .map(|o| o.unwrap())
+            .collect();
         assert_eq!(out, vec![0, 1, 2]);
     }
 
@@ -135,7 +153,9 @@ mod tests {
         assert!(matches!(exit.finish(1, ok(10), true), Cancel::From(2)));
         exit.finish(3, ok(3), false);
         exit.finish(0, ok(0), false);
-        let out: Vec<u32> = std::iter::from_fn(|| exit.pop()).map(|o| o.unwrap()).collect();
+        let out: Vec<u32> = std::iter::from_fn(|| exit.pop())
+            .map(|o| o.unwrap())
+            .collect();
         assert_eq!(out, vec![0, 10]);
         assert!(exit.failed());
     }

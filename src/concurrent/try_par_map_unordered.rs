@@ -1,4 +1,3 @@
-
 use futures_core::{Stream, TryStream};
 use pin_project_lite::pin_project;
 
