@@ -21,6 +21,8 @@ use super::{Lane, Outcome};
 
 /// Driver polls per turn before it yields to the runtime.
 const POLLS_PER_TURN: usize = 64;
+/// How long a driver with an empty queue stays awake while the consumer is busy.
+const DRIVER_LINGER: std::time::Duration = std::time::Duration::from_micros(100);
 /// Finished slots a driver keeps before handing them to the consumer in one batch.
 const RESULTS_PER_BATCH: usize = 32;
 
@@ -61,6 +63,8 @@ struct Shared<Fut: Future> {
     /// Jobs at this position or later are cancelled.
     cutoff: AtomicU64,
     closed: AtomicBool,
+    /// Set while the consumer waits for a result (it registered its waker).
+    consumer_waiting: AtomicBool,
     /// Counts wake-ups of parked drivers, so a driver can tell it woke one itself.
     helper_wakes: AtomicUsize,
 }
@@ -69,6 +73,8 @@ struct RunQueue<Fut: Future> {
     queue: VecDeque<Arc<Slot<Fut>>>,
     /// Parked drivers, by driver id.
     parked: Vec<(usize, Waker)>,
+    /// Drivers spawned.
+    drivers: usize,
     closed: bool,
 }
 
@@ -132,6 +138,12 @@ struct Driver<Fut: Future> {
     id: usize,
     parked: bool,
     finished: Vec<Arc<Slot<Fut>>>,
+    /// Since when the queue has been empty, while lingering.
+    idle_since: Option<std::time::Instant>,
+    /// Whether to linger at all: only one driver does, and only when other workers can
+    /// run the consumer (the consumer lingers too, and two spinning threads are all a
+    /// two-core machine can hold).
+    may_linger: bool,
 }
 
 impl<Fut> Driver<Fut>
@@ -156,6 +168,22 @@ where
         if let Some(waker) = consumer {
             waker.wake();
         }
+    }
+
+    /// Whether to stay awake a little longer with an empty queue, instead of parking.
+    ///
+    /// A consumer that is busy yielding results will hand over new jobs within
+    /// microseconds; waking a parked driver on another worker costs far more than that.
+    /// A consumer waiting for results hands over nothing until one comes, so then the
+    /// driver parks at once. The linger is measured in real time: tokio's paused clock
+    /// does not advance while a task keeps yielding.
+    fn lingers(&mut self) -> bool {
+        if !self.may_linger || self.shared.consumer_waiting.load(Ordering::Relaxed) {
+            return false;
+        }
+        let now = std::time::Instant::now();
+        let since = *self.idle_since.get_or_insert(now);
+        now.duration_since(since) < DRIVER_LINGER
     }
 
     /// Polls one job. Returns the slot when it finished.
@@ -260,17 +288,28 @@ where
             };
             let Some(slot) = slot else {
                 this.hand_over();
-                let mut run = lock(&this.shared.run);
+                let run = lock(&this.shared.run);
                 if run.closed {
                     return Poll::Ready(());
                 }
                 if !run.queue.is_empty() {
                     continue;
                 }
+                drop(run);
+                if this.lingers() {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                let mut run = lock(&this.shared.run);
+                if !run.queue.is_empty() || run.closed {
+                    continue;
+                }
                 run.parked.push((this.id, cx.waker().clone()));
                 this.parked = true;
+                this.idle_since = None;
                 return Poll::Pending;
             };
+            this.idle_since = None;
             let wakes_before = this.shared.helper_wakes.load(Ordering::Relaxed);
             this.run(slot);
             polls += 1;
@@ -297,6 +336,8 @@ pub(crate) struct AsyncLane<Fut: Future> {
     handle: Option<tokio::runtime::Handle>,
     /// Drivers still to spawn at the next flush: about one per runtime worker.
     unspawned_drivers: usize,
+    /// Worker threads of the runtime.
+    workers: usize,
     /// Every slot ever made (at most `limit`), for cancellation sweeps.
     slots: Vec<Arc<Slot<Fut>>>,
     free: Vec<Arc<Slot<Fut>>>,
@@ -313,6 +354,7 @@ impl<Fut: Future> AsyncLane<Fut> {
                 run: Mutex::new(RunQueue {
                     queue: VecDeque::new(),
                     parked: Vec::new(),
+                    drivers: 0,
                     closed: false,
                 }),
                 exchange: Mutex::new(Exchange {
@@ -322,11 +364,13 @@ impl<Fut: Future> AsyncLane<Fut> {
                 }),
                 cutoff: AtomicU64::new(u64::MAX),
                 closed: AtomicBool::new(false),
+                consumer_waiting: AtomicBool::new(false),
                 helper_wakes: AtomicUsize::new(0),
             }),
             limit,
             handle: None,
             unspawned_drivers: 0,
+            workers: 1,
             slots: Vec::new(),
             free: Vec::new(),
             starting: Vec::new(),
@@ -368,6 +412,18 @@ impl<Fut: Future> AsyncLane<Fut> {
         }
     }
 
+    /// Before the consumer waits: every queued job gets a driver, so that a job busy in a
+    /// long poll holds back no other job (the parked drivers run on other workers).
+    fn wake_for_queued(&self) {
+        let mut run = lock(&self.shared.run);
+        let wanted = run.queue.len().min(run.parked.len());
+        for _ in 0..wanted {
+            if let Some((_, waker)) = run.parked.pop() {
+                waker.wake();
+            }
+        }
+    }
+
     /// Cancels every job, stops the drivers and breaks the reference cycles between the
     /// shared state and the slots. Idempotent.
     fn shut(&mut self) {
@@ -404,7 +460,8 @@ where
     type Out = Fut::Output;
 
     fn bind(&mut self, handle: &tokio::runtime::Handle) {
-        self.unspawned_drivers = handle.metrics().num_workers().clamp(1, self.limit);
+        self.workers = handle.metrics().num_workers();
+        self.unspawned_drivers = self.workers.clamp(1, self.limit);
         self.handle = Some(handle.clone());
     }
 
@@ -438,16 +495,20 @@ where
         if run.closed {
             return;
         }
-        let count = self.starting.len();
         run.queue.extend(self.starting.drain(..));
-        // Driver wakers are tokio task wakers: waking them runs no user code.
-        for _ in 0..count {
-            match run.parked.pop() {
-                Some((_, waker)) => waker.wake(),
-                None => break,
+        // One awake driver takes the whole batch; more are woken only if the consumer is
+        // about to wait (see `wake_for_queued`), so that a batch of trivial jobs costs one
+        // wake-up, on this worker, rather than a wake-up of every other worker.
+        if run.parked.len() == run.drivers {
+            if let Some((_, waker)) = run.parked.pop() {
+                // Driver wakers are tokio task wakers: waking them runs no user code.
+                waker.wake();
             }
         }
         drop(run);
+        if self.unspawned_drivers > 0 {
+            lock(&self.shared.run).drivers += self.unspawned_drivers;
+        }
         while self.unspawned_drivers > 0 {
             self.unspawned_drivers -= 1;
             handle.spawn(Driver {
@@ -455,6 +516,8 @@ where
                 id: self.unspawned_drivers,
                 parked: false,
                 finished: Vec::new(),
+                idle_since: None,
+                may_linger: self.workers > 1 && self.unspawned_drivers == 0,
             });
         }
     }
@@ -463,12 +526,18 @@ where
         {
             let mut exchange = lock(&self.shared.exchange);
             mem::swap(&mut exchange.finished, &mut self.taken);
+            let waiting = self.taken.is_empty() && waker.is_some();
+            self.shared
+                .consumer_waiting
+                .store(waiting, Ordering::Relaxed);
             if self.taken.is_empty() {
                 if let Some(waker) = waker {
                     match &exchange.consumer {
                         Some(current) if current.will_wake(waker) => {}
                         _ => exchange.consumer = Some(waker.clone()),
                     }
+                    drop(exchange);
+                    self.wake_for_queued();
                 }
                 return;
             }

@@ -101,6 +101,14 @@ impl<O> Exit<O> {
         }
     }
 
+    /// Whether a result may leave now.
+    pub(crate) fn has_ready(&self) -> bool {
+        match self {
+            Exit::Ordered { places, .. } => matches!(places.front(), Some(Some(_))),
+            Exit::Unordered { ready, failure } => failure.is_some() || !ready.is_empty(),
+        }
+    }
+
     /// Takes the next result that may leave, if any.
     pub(crate) fn pop(&mut self) -> Option<Outcome<O>> {
         match self {
