@@ -23,8 +23,6 @@ use super::{Lane, Outcome};
 const POLLS_PER_TURN: usize = 64;
 /// How long a driver with an empty queue stays awake while the consumer is busy.
 const DRIVER_LINGER: std::time::Duration = std::time::Duration::from_micros(100);
-/// Finished slots a driver keeps before handing them to the consumer in one batch.
-const RESULTS_PER_BATCH: usize = 32;
 
 // A slot's life: IDLE (waiting for a wake) -> SCHEDULED (on the run queue) -> RUNNING
 // (a driver polls it) -> IDLE again, or DONE (finished or cancelled; free for reuse).
@@ -63,6 +61,8 @@ struct Shared<Fut: Future> {
     /// Jobs at this position or later are cancelled.
     cutoff: AtomicU64,
     closed: AtomicBool,
+    /// Set when a failure was handed over and the consumer has not collected since.
+    failure_handed: AtomicBool,
     /// Set while the consumer waits for a result (it registered its waker).
     consumer_waiting: AtomicBool,
     /// Counts wake-ups of parked drivers, so a driver can tell it woke one itself.
@@ -75,6 +75,9 @@ struct RunQueue<Fut: Future> {
     parked: Vec<(usize, Waker)>,
     /// Drivers spawned.
     drivers: usize,
+    /// Drivers awake with an empty queue, about to look at it again: a job queued now
+    /// needs no wake-up.
+    searching: usize,
     closed: bool,
 }
 
@@ -92,7 +95,11 @@ impl<Fut: Future> Shared<Fut> {
             return;
         }
         run.queue.push_back(slot);
-        let parked = run.parked.pop();
+        let parked = if run.searching == 0 {
+            run.parked.pop()
+        } else {
+            None
+        };
         drop(run);
         if let Some((_, waker)) = parked {
             self.helper_wakes.fetch_add(1, Ordering::Relaxed);
@@ -138,6 +145,11 @@ struct Driver<Fut: Future> {
     id: usize,
     parked: bool,
     finished: Vec<Arc<Slot<Fut>>>,
+    /// Awake with an empty queue, looking for work (counted in `RunQueue::searching`).
+    searching: bool,
+    is_failure: fn(&Fut::Output) -> bool,
+    /// A failure is among the finished results not yet handed over.
+    failed: bool,
     /// Since when the queue has been empty, while lingering.
     idle_since: Option<std::time::Instant>,
     /// Whether to linger at all: only one driver does, and only when other workers can
@@ -165,8 +177,18 @@ where
         exchange.finished.append(&mut self.finished);
         let consumer = exchange.consumer.take();
         drop(exchange);
+        if mem::take(&mut self.failed) {
+            self.shared.failure_handed.store(true, Ordering::Release);
+        }
         if let Some(waker) = consumer {
             waker.wake();
+        }
+    }
+
+    fn stop_searching(&mut self, run: &mut RunQueue<Fut>) {
+        if self.searching {
+            self.searching = false;
+            run.searching -= 1;
         }
     }
 
@@ -217,8 +239,14 @@ where
                 self.park_job(&slot, future, index);
                 return;
             }
-            Ok(Poll::Ready(output)) => Ok(output),
-            Err(payload) => Err(payload),
+            Ok(Poll::Ready(output)) => {
+                self.failed |= (self.is_failure)(&output);
+                Ok(output)
+            }
+            Err(payload) => {
+                self.failed = true;
+                Err(payload)
+            }
         };
         drop_job(&mut future);
         {
@@ -272,10 +300,11 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        let shared = Arc::clone(&this.shared);
         let mut polls = 0;
         loop {
             let slot = {
-                let mut run = lock(&this.shared.run);
+                let mut run = lock(&shared.run);
                 if this.parked {
                     let id = this.id;
                     run.parked.retain(|(parked, _)| *parked != id);
@@ -284,44 +313,40 @@ where
                 if run.closed {
                     return Poll::Ready(());
                 }
-                run.queue.pop_front()
-            };
-            let Some(slot) = slot else {
-                this.hand_over();
-                let run = lock(&this.shared.run);
-                if run.closed {
-                    return Poll::Ready(());
+                match run.queue.pop_front() {
+                    Some(slot) => {
+                        this.stop_searching(&mut run);
+                        slot
+                    }
+                    None if this.lingers() => {
+                        if !this.searching {
+                            this.searching = true;
+                            run.searching += 1;
+                        }
+                        drop(run);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    None => {
+                        this.stop_searching(&mut run);
+                        run.parked.push((this.id, cx.waker().clone()));
+                        this.parked = true;
+                        this.idle_since = None;
+                        return Poll::Pending;
+                    }
                 }
-                if !run.queue.is_empty() {
-                    continue;
-                }
-                drop(run);
-                if this.lingers() {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                let mut run = lock(&this.shared.run);
-                if !run.queue.is_empty() || run.closed {
-                    continue;
-                }
-                run.parked.push((this.id, cx.waker().clone()));
-                this.parked = true;
-                this.idle_since = None;
-                return Poll::Pending;
             };
             this.idle_since = None;
-            let wakes_before = this.shared.helper_wakes.load(Ordering::Relaxed);
+            let wakes_before = shared.helper_wakes.load(Ordering::Relaxed);
             this.run(slot);
+            // A result never waits in a driver while it polls another job.
+            this.hand_over();
             polls += 1;
-            if this.finished.len() >= RESULTS_PER_BATCH {
-                this.hand_over();
-            }
             // A driver woken from inside this task sits in this worker's LIFO slot, where
             // no other worker can steal it: yield so that it runs while we are away.
-            let woke_helper = this.shared.helper_wakes.load(Ordering::Relaxed) != wakes_before;
+            let woke_helper = shared.helper_wakes.load(Ordering::Relaxed) != wakes_before;
             if woke_helper || polls >= POLLS_PER_TURN || !tokio::task::coop::has_budget_remaining()
             {
-                this.hand_over();
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
@@ -338,6 +363,7 @@ pub(crate) struct AsyncLane<Fut: Future> {
     unspawned_drivers: usize,
     /// Worker threads of the runtime.
     workers: usize,
+    is_failure: Option<fn(&Fut::Output) -> bool>,
     /// Every slot ever made (at most `limit`), for cancellation sweeps.
     slots: Vec<Arc<Slot<Fut>>>,
     free: Vec<Arc<Slot<Fut>>>,
@@ -355,6 +381,7 @@ impl<Fut: Future> AsyncLane<Fut> {
                     queue: VecDeque::new(),
                     parked: Vec::new(),
                     drivers: 0,
+                    searching: 0,
                     closed: false,
                 }),
                 exchange: Mutex::new(Exchange {
@@ -365,12 +392,14 @@ impl<Fut: Future> AsyncLane<Fut> {
                 cutoff: AtomicU64::new(u64::MAX),
                 closed: AtomicBool::new(false),
                 consumer_waiting: AtomicBool::new(false),
+                failure_handed: AtomicBool::new(false),
                 helper_wakes: AtomicUsize::new(0),
             }),
             limit,
             handle: None,
             unspawned_drivers: 0,
             workers: 1,
+            is_failure: None,
             slots: Vec::new(),
             free: Vec::new(),
             starting: Vec::new(),
@@ -459,7 +488,8 @@ where
     type Job = Fut;
     type Out = Fut::Output;
 
-    fn bind(&mut self, handle: &tokio::runtime::Handle) {
+    fn bind(&mut self, handle: &tokio::runtime::Handle, is_failure: fn(&Fut::Output) -> bool) {
+        self.is_failure = Some(is_failure);
         self.workers = handle.metrics().num_workers();
         self.unspawned_drivers = self.workers.clamp(1, self.limit);
         self.handle = Some(handle.clone());
@@ -483,9 +513,9 @@ where
         self.starting.push(slot);
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self) -> bool {
         if self.starting.is_empty() {
-            return;
+            return false;
         }
         let handle = self
             .handle
@@ -493,16 +523,19 @@ where
             .expect("flowgate: the lane is bound at the first poll");
         let mut run = lock(&self.shared.run);
         if run.closed {
-            return;
+            return false;
         }
         run.queue.extend(self.starting.drain(..));
-        // One awake driver takes the whole batch; more are woken only if the consumer is
-        // about to wait (see `wake_for_queued`), so that a batch of trivial jobs costs one
-        // wake-up, on this worker, rather than a wake-up of every other worker.
-        if run.parked.len() == run.drivers {
+        let mut woke = false;
+        // A driver that is awake and looking for work takes the whole batch. Otherwise
+        // one parked driver is woken: the awake ones may be busy in long polls. More are
+        // woken only if the consumer is about to wait (see `wake_for_queued`), so that a
+        // batch of trivial jobs costs at most one wake-up.
+        if run.searching == 0 {
             if let Some((_, waker)) = run.parked.pop() {
                 // Driver wakers are tokio task wakers: waking them runs no user code.
                 waker.wake();
+                woke = true;
             }
         }
         drop(run);
@@ -516,13 +549,22 @@ where
                 id: self.unspawned_drivers,
                 parked: false,
                 finished: Vec::new(),
+                searching: false,
+                is_failure: self.is_failure.unwrap_or(|_| false),
+                failed: false,
                 idle_since: None,
                 may_linger: self.workers > 1 && self.unspawned_drivers == 0,
             });
         }
+        woke && self.workers > 1
+    }
+
+    fn failure_waiting(&self) -> bool {
+        self.shared.failure_handed.load(Ordering::Acquire)
     }
 
     fn collect(&mut self, into: &mut Vec<(u64, Outcome<Fut::Output>)>, waker: Option<&Waker>) {
+        self.shared.failure_handed.store(false, Ordering::Release);
         {
             let mut exchange = lock(&self.shared.exchange);
             mem::swap(&mut exchange.finished, &mut self.taken);

@@ -9,8 +9,8 @@
 use std::collections::VecDeque;
 use std::mem;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Waker;
 use std::time::Duration;
 
@@ -26,6 +26,10 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 struct Shared<F, T, O> {
     f: F,
+    /// Set at the first poll: which outputs end the stream.
+    is_failure: OnceLock<fn(&O) -> bool>,
+    /// Set when a failure was finished and the consumer has not collected since.
+    failure_finished: AtomicBool,
     state: Mutex<State<T, O>>,
     job_ready: Condvar,
     /// Jobs at this position or later are cancelled.
@@ -62,7 +66,17 @@ where
             state = lock(&shared.state);
             if let Some(outcome) = outcome {
                 if !state.closed {
+                    let failed = match &outcome {
+                        Ok(out) => shared
+                            .is_failure
+                            .get()
+                            .is_some_and(|is_failure| is_failure(out)),
+                        Err(_) => true,
+                    };
                     state.finished.push((index, outcome));
+                    if failed {
+                        shared.failure_finished.store(true, Ordering::Release);
+                    }
                     if let Some(consumer) = state.consumer.take() {
                         drop(state);
                         consumer.wake();
@@ -109,6 +123,8 @@ impl<F, T, O> BlockingLane<F, T, O> {
         BlockingLane {
             shared: Arc::new(Shared {
                 f,
+                is_failure: OnceLock::new(),
+                failure_finished: AtomicBool::new(false),
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     finished: Vec::new(),
@@ -152,7 +168,8 @@ where
     type Job = T;
     type Out = O;
 
-    fn bind(&mut self, handle: &tokio::runtime::Handle) {
+    fn bind(&mut self, handle: &tokio::runtime::Handle, is_failure: fn(&O) -> bool) {
+        let _ = self.shared.is_failure.set(is_failure);
         self.handle = Some(handle.clone());
     }
 
@@ -160,16 +177,16 @@ where
         self.starting.push((index, job));
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self) -> bool {
         if self.starting.is_empty() {
-            return;
+            return false;
         }
         let count = self.starting.len();
         let (signal, spawn) = {
             let mut state = lock(&self.shared.state);
             if state.closed {
                 self.starting.clear();
-                return;
+                return false;
             }
             state.queue.extend(self.starting.drain(..));
             let signal = count.min(state.idle);
@@ -190,9 +207,15 @@ where
             let shared = Arc::clone(&self.shared);
             handle.spawn_blocking(move || drain(shared));
         }
+        false
+    }
+
+    fn failure_waiting(&self) -> bool {
+        self.shared.failure_finished.load(Ordering::Acquire)
     }
 
     fn collect(&mut self, into: &mut Vec<(u64, Outcome<O>)>, waker: Option<&Waker>) {
+        self.shared.failure_finished.store(false, Ordering::Release);
         {
             let mut state = lock(&self.shared.state);
             mem::swap(&mut state.finished, &mut self.taken);

@@ -193,23 +193,25 @@ impl<O> State<O> {
     }
 
     /// Pulls while a job can start at once, then hands the new jobs over in one batch.
+    /// Returns `true` when the consumer should yield once (see [`Lane::flush`]).
     fn pull<St, M, L>(
         &mut self,
         mut upstream: Pin<&mut St>,
         mapper: &mut M,
         lane: &mut L,
         cx: &mut Context<'_>,
-    ) where
+    ) -> bool
+    where
         St: Stream,
         M: Mapper<St::Item, Job = L::Job, Out = O>,
         L: Lane<Out = O>,
     {
         if self.upstream_done || self.exit.failed() {
-            return;
+            return false;
         }
         let free = (self.window - self.held).min(self.limit - self.running);
         if self.running > 0 && free < self.refill {
-            return;
+            return false;
         }
         while self.may_pull() && !self.exit.failed() {
             match upstream.as_mut().poll_next(cx) {
@@ -233,7 +235,7 @@ impl<O> State<O> {
                 Poll::Pending => break,
             }
         }
-        lane.flush();
+        lane.flush()
     }
 
     /// Hands a result to the consumer; a failure ends the stream, a panic re-raises.
@@ -279,18 +281,27 @@ where
             let handle = current_runtime(state.operator);
             state.multi_worker = handle.metrics().num_workers() > 1;
             state.may_linger = state.multi_worker;
-            lane.bind(&handle);
+            lane.bind(&handle, state.is_failure);
             state.bound = true;
         }
         state.end_wait();
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         loop {
             // Results are taken back in batches: while some wait to leave, the lane's
-            // lock is visited once per `refill` yields rather than once per item.
-            if state.yields_since_collect >= state.refill || !state.exit.has_ready() {
+            // lock is visited once per `refill` yields rather than once per item; a
+            // failure is taken at once, since it overtakes the waiting results.
+            if state.yields_since_collect >= state.refill
+                || !state.exit.has_ready()
+                || lane.failure_waiting()
+            {
                 state.collect(lane, None);
             }
-            state.pull(this.upstream.as_mut(), this.mapper, lane, cx);
+            if state.pull(this.upstream.as_mut(), this.mapper, lane, cx) {
+                // The woken driver runs once this task yields; a consumer that goes on
+                // with a long computation would otherwise hold the new jobs back.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             if let Some(outcome) = state.exit.pop() {
                 state.yields_since_collect += 1;
                 state.lingering_since = None;

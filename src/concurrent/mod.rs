@@ -64,11 +64,16 @@ pub(crate) trait Lane {
     type Job;
     type Out;
     /// Attaches the lane to the runtime it will run on; called once, at the first poll.
-    fn bind(&mut self, handle: &tokio::runtime::Handle);
+    /// `is_failure` tells which outputs end the stream (see [`Lane::failure_waiting`]).
+    fn bind(&mut self, handle: &tokio::runtime::Handle, is_failure: fn(&Self::Out) -> bool);
     /// Queues a job; it is handed over at the next [`Lane::flush`].
     fn start(&mut self, index: u64, job: Self::Job);
     /// Hands every queued job over to the workers, with one wake-up.
-    fn flush(&mut self);
+    ///
+    /// Returns `true` when the caller should yield once before going on: it woke a worker
+    /// task that tokio keeps on the caller's thread (in its LIFO slot, which no other
+    /// worker may steal) until the caller's task yields.
+    fn flush(&mut self) -> bool;
     /// Moves finished results into `into`. With a waker and nothing finished, registers it
     /// to be woken when something finishes.
     fn collect(
@@ -76,6 +81,10 @@ pub(crate) trait Lane {
         into: &mut Vec<(u64, Outcome<Self::Out>)>,
         waker: Option<&std::task::Waker>,
     );
+    /// Whether a failure (a panic, or an output `is_failure` accepts) was handed over
+    /// and not yet collected. An unordered exit must see it before it yields anything
+    /// else, so the consumer collects at once when this is set.
+    fn failure_waiting(&self) -> bool;
     /// Cancels every job at position `index` or later: queued ones never start, running
     /// futures are dropped; their results are never reported.
     fn cancel_from(&mut self, index: u64);
