@@ -152,9 +152,7 @@ struct Driver<Fut: Future> {
     failed: bool,
     /// Since when the queue has been empty, while lingering.
     idle_since: Option<std::time::Instant>,
-    /// Whether to linger at all: only one driver does, and only when other workers can
-    /// run the consumer (the consumer lingers too, and two spinning threads are all a
-    /// two-core machine can hold).
+    /// Whether to linger at all: only when other workers can run the consumer.
     may_linger: bool,
 }
 
@@ -318,7 +316,9 @@ where
                         this.stop_searching(&mut run);
                         slot
                     }
-                    None if this.lingers() => {
+                    // One driver at a time searches: more would only compete for cores
+                    // with the consumer and with each other.
+                    None if (this.searching || run.searching == 0) && this.lingers() => {
                         if !this.searching {
                             this.searching = true;
                             run.searching += 1;
@@ -553,10 +553,14 @@ where
                 is_failure: self.is_failure.unwrap_or(|_| false),
                 failed: false,
                 idle_since: None,
-                may_linger: self.workers > 1 && self.unspawned_drivers == 0,
+                may_linger: self.workers > 1,
             });
         }
         woke && self.workers > 1
+    }
+
+    fn consumer_may_linger(&self) -> bool {
+        true
     }
 
     fn failure_waiting(&self) -> bool {

@@ -210,6 +210,10 @@ where
         false
     }
 
+    fn consumer_may_linger(&self) -> bool {
+        false
+    }
+
     fn failure_waiting(&self) -> bool {
         self.shared.failure_finished.load(Ordering::Acquire)
     }

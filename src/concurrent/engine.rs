@@ -279,7 +279,7 @@ where
         }
         if !state.bound {
             let handle = current_runtime(state.operator);
-            state.multi_worker = handle.metrics().num_workers() > 1;
+            state.multi_worker = handle.metrics().num_workers() > 1 && lane.consumer_may_linger();
             state.may_linger = state.multi_worker;
             lane.bind(&handle, state.is_failure);
             state.bound = true;

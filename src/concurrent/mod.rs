@@ -81,6 +81,10 @@ pub(crate) trait Lane {
         into: &mut Vec<(u64, Outcome<Self::Out>)>,
         waker: Option<&std::task::Waker>,
     );
+    /// Whether the consumer may spin briefly for results on a multi-thread runtime
+    /// instead of waiting at once: worth it when results come from runtime workers
+    /// within microseconds, not when every core may be busy running blocking jobs.
+    fn consumer_may_linger(&self) -> bool;
     /// Whether a failure (a panic, or an output `is_failure` accepts) was handed over
     /// and not yet collected. An unordered exit must see it before it yields anything
     /// else, so the consumer collects at once when this is set.
