@@ -1,3 +1,16 @@
 //! The concurrent operators, through the public API.
 
-mod smoke;
+#[macro_use]
+mod support;
+
+mod arguments;
+mod bound;
+mod cancellation;
+mod fail_fast;
+mod fused;
+mod head_of_line;
+mod ordering;
+mod panics;
+mod progress;
+mod props;
+mod send_check;

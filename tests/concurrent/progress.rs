@@ -1,0 +1,327 @@
+//! Progress on its own: jobs already started keep running while the consumer is busy
+//! elsewhere (and nothing new is pulled meanwhile), and they run in parallel: a job that
+//! holds its thread in a long synchronous poll holds back no other job.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use crate::support::*;
+
+const N: u64 = 20;
+const LIMIT: usize = 4;
+
+/// After one result, the consumer stops polling; the jobs it started finish anyway.
+async fn progress_while_away(op: Op) {
+    let probe = Probe::new();
+    let (gates, mut keys) = gates(N);
+    let work = Work::new(&probe).gated(&gates);
+    let mut flow = build(op, LIMIT, None, source(oks(N), &probe), work);
+    keys.open(0);
+    assert_eq!(next(&mut flow, &probe).await, Some(Ok(value(0))));
+    let pulled = probe.pulled() as u64;
+    assert!(pulled > 1, "only {pulled} item pulled");
+    for i in 1..pulled {
+        keys.open(i);
+    }
+    eventually("the started jobs finished without the consumer", || {
+        probe.completed() as u64 == pulled
+    })
+    .await;
+    assert_eq!(
+        probe.pulled() as u64,
+        pulled,
+        "items pulled while the consumer was away"
+    );
+    keys.open_all();
+    let rest = drain(&mut flow, &probe).await;
+    assert_eq!(rest.len() as u64, N - 1);
+}
+
+all_ops! {
+    #[tokio::test]
+    async fn jobs_progress_while_the_consumer_is_away_on_current_thread(op: Op) {
+        progress_while_away(op).await;
+    }
+}
+
+all_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_progress_while_the_consumer_is_away_on_multi_thread(op: Op) {
+        progress_while_away(op).await;
+    }
+}
+
+/// Item 0 takes 1 ms, the others 50 ms.
+fn quick_head(i: u64) -> Step {
+    Step {
+        sleep: Duration::from_millis(if i == 0 { 1 } else { 50 }),
+        ..Step::default()
+    }
+}
+
+async_ops! {
+    #[tokio::test(start_paused = true)]
+    async fn jobs_progress_while_the_consumer_is_away_in_virtual_time(op: Op) {
+        let probe = Probe::new();
+        let work = Work::new(&probe).plan(quick_head);
+        let mut flow = build(op, LIMIT, None, source(oks(N), &probe), work);
+        let start = Instant::now();
+        assert_eq!(next(&mut flow, &probe).await, Some(Ok(value(0))));
+        assert_eq!(start.elapsed(), Duration::from_millis(1));
+        let pulled = probe.pulled();
+        assert_eq!(probe.completed(), 1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(probe.completed(), pulled, "jobs stood still without the consumer");
+        assert_eq!(probe.pulled(), pulled, "items pulled while the consumer was away");
+        assert_eq!(drain(&mut flow, &probe).await.len() as u64, N - 1);
+    }
+}
+
+/// What the test above tells apart: futures' `buffered` only advances while polled.
+#[tokio::test(start_paused = true)]
+async fn buffered_stands_still_without_its_consumer() {
+    let probe = Probe::new();
+    let work = Work::new(&probe).plan(quick_head);
+    let mut buffered = futures::stream::iter(0..N)
+        .map(move |i| work.call(i))
+        .buffered(LIMIT);
+    assert_eq!(buffered.next().await, Some(Ok(value(0))));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(probe.completed(), 1);
+}
+
+/// Two jobs meet: each holds its thread until the other has arrived too, which only
+/// works if they run at the same time. The synchronous work comes at once, or after an
+/// `.await`.
+///
+/// tokio itself (a task spawned per job) now and then misses such a meeting, when a
+/// worker about to block keeps the other task in its LIFO slot; so a missed meeting is
+/// tried again, twice. An engine that cannot run two jobs at once misses every time.
+async fn run_in_parallel(op: Op) {
+    for yields in [0, 1] {
+        let mut attempts = Vec::new();
+        for _ in 0..3 {
+            let attempt = meet_once(op, yields).await;
+            attempts.push(attempt);
+            if attempt == (2, 0) {
+                break;
+            }
+        }
+        assert_eq!(
+            attempts.last(),
+            Some(&(2, 0)),
+            "the jobs did not run in parallel (yields first: {yields}); \
+             (met, missed) per attempt: {attempts:?}"
+        );
+    }
+}
+
+/// One meeting of two jobs; returns how many met and how many gave up.
+async fn meet_once(op: Op, yields: u32) -> (usize, usize) {
+    let probe = Probe::new();
+    let meeting = Meeting::new(2);
+    let work = Work::new(&probe).meeting(&meeting).plan(move |_| Step {
+        yields,
+        ..Step::default()
+    });
+    let mut flow = build(op, 2, None, source(oks(2), &probe), work);
+    let out = drain(&mut flow, &probe).await;
+    assert_eq!(sorted(out), sequential(&oks(2)));
+    (meeting.met(), meeting.missed())
+}
+
+all_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_run_in_parallel_on_multi_thread(op: Op) {
+        run_in_parallel(op).await;
+    }
+}
+
+blocking_ops! {
+    #[tokio::test]
+    async fn blocking_jobs_run_in_parallel_on_current_thread(op: Op) {
+        run_in_parallel(op).await;
+    }
+}
+
+async_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_poll_holds_back_no_other_job(op: Op) {
+        // Job 0 holds its thread until jobs 1 and 2 have completed; they yield a few times
+        // first, so they are woken (and must be polled elsewhere) while job 0 runs.
+        let probe = Probe::new();
+        let work = Work::new(&probe).plan(|i| match i {
+            0 => Step {
+                spin_until_completed: Some(2),
+                ..Step::default()
+            },
+            _ => Step {
+                yields: 3,
+                ..Step::default()
+            },
+        });
+        let mut flow = build(op, 3, None, source(oks(3), &probe), work);
+        let out = drain(&mut flow, &probe).await;
+        assert_eq!(sorted(out), sequential(&oks(3)));
+    }
+}
+
+/// The consumer moves: polled once in one task, then drained in another. The results
+/// must wake the task that polled last.
+async fn wakes_the_latest_consumer(op: Op) {
+    let probe = Probe::new();
+    let (gates, mut keys) = gates(N);
+    let work = Work::new(&probe).gated(&gates);
+    let flow = build(op, LIMIT, None, source(oks(N), &probe), work);
+    let first_probe = probe.clone();
+    let mut flow = tokio::spawn(async move {
+        let mut flow = flow;
+        assert!(poll_once(&mut flow, &first_probe).await.is_pending());
+        flow
+    })
+    .await
+    .unwrap();
+    eventually("the first jobs started", || probe.started() == LIMIT).await;
+    keys.open_all();
+    let out = drain(&mut flow, &probe).await;
+    assert_eq!(out.len() as u64, N);
+}
+
+all_ops! {
+    #[tokio::test]
+    async fn results_wake_the_task_that_polled_last_on_current_thread(op: Op) {
+        wakes_the_latest_consumer(op).await;
+    }
+}
+
+all_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn results_wake_the_task_that_polled_last_on_multi_thread(op: Op) {
+        wakes_the_latest_consumer(op).await;
+    }
+}
+
+all_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_run_in_parallel_with_the_consumer_on_a_worker(op: Op) {
+        // The consumer runs as a task on a worker, as in most applications, rather than on
+        // the test's own thread.
+        within("the spawned consumer", tokio::spawn(run_in_parallel(op)))
+            .await
+            .unwrap();
+    }
+}
+
+async_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_poll_holds_back_no_other_job_with_the_consumer_on_a_worker(op: Op) {
+        let consumer = async move {
+            let probe = Probe::new();
+            let work = Work::new(&probe).plan(|i| match i {
+                0 => Step {
+                    spin_until_completed: Some(2),
+                    ..Step::default()
+                },
+                _ => Step {
+                    yields: 3,
+                    ..Step::default()
+                },
+            });
+            let mut flow = build(op, 3, None, source(oks(3), &probe), work);
+            drain(&mut flow, &probe).await
+        };
+        let out = within("the spawned consumer", tokio::spawn(consumer))
+            .await
+            .unwrap();
+        assert_eq!(sorted(out), sequential(&oks(3)));
+    }
+}
+
+all_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_poll_holds_back_no_finished_result(op: Op) {
+        // Job 0 finishes at once; job 1 then holds its thread until the consumer has
+        // received job 0's result. That result must reach the consumer meanwhile.
+        let probe = Probe::new();
+        let work = Work::new(&probe).plan(|i| match i {
+            1 => Step {
+                spin_until_yielded: Some(1),
+                ..Step::default()
+            },
+            _ => Step::default(),
+        });
+        let mut flow = build(op, 2, None, source(oks(2), &probe), work);
+        let out = drain(&mut flow, &probe).await;
+        assert_eq!(out, sequential(&oks(2)), "job 0's result came only after job 1");
+    }
+}
+
+async_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_handed_over_while_another_holds_its_thread_runs_without_the_consumer(op: Op) {
+        // Job 1 holds its thread until job 2 has completed; job 0 waits on its gate. Job 2
+        // is pulled in the poll that yields job 0's result; after that poll the consumer
+        // looks away. Job 2 must still run, on the other worker.
+        let probe = Probe::new();
+        let (gates, mut keys) = gates(1);
+        let work = Work::new(&probe).gated(&gates).plan(|i| match i {
+            1 => Step {
+                spin_until_completed: Some(2),
+                ..Step::default()
+            },
+            _ => Step::default(),
+        });
+        let (tx, upstream) = channel_source(&probe);
+        tx.unbounded_send(Ok(0)).unwrap();
+        tx.unbounded_send(Ok(1)).unwrap();
+        let mut flow = build(op, 3, None, upstream, work);
+        let flag = Flag::new();
+        poll_until_waiting(&mut flow, &flag).await;
+        assert_eq!(probe.pulled(), 2);
+        eventually("both jobs started", || probe.started() == 2).await;
+        keys.open(0);
+        eventually("job 0's result came back", || flag.is_set()).await;
+        assert_eq!(probe.finish_order(), vec![0], "job 1 let go of its thread");
+        tx.unbounded_send(Ok(2)).unwrap();
+        assert_eq!(next(&mut flow, &probe).await, Some(Ok(value(0))));
+        assert_eq!(probe.pulled(), 3, "job 2 was not pulled with job 0's result");
+        eventually("job 2 ran", || probe.finish_order().contains(&2)).await;
+        assert_eq!(
+            probe.gave_up(),
+            0,
+            "job 2 ran only once job 1 let go of its thread: it waited for the consumer"
+        );
+        drop(tx);
+        let rest = drain(&mut flow, &probe).await;
+        assert_eq!(sorted(rest), vec![Ok(value(1)), Ok(value(2))]);
+    }
+}
+
+async_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_woken_while_another_holds_its_thread_runs_at_once(op: Op) {
+        // Job 0 waits on its gate; job 1 holds its thread until job 0 has completed. The
+        // gate opens while job 1 runs: job 0 must be polled on the other worker.
+        let probe = Probe::new();
+        let (gates, mut keys) = gates(1);
+        let work = Work::new(&probe).gated(&gates).plan(|i| match i {
+            1 => Step {
+                spin_until_completed: Some(1),
+                ..Step::default()
+            },
+            _ => Step::default(),
+        });
+        let mut flow = build(op, 2, None, source(oks(2), &probe), work);
+        assert!(poll_once(&mut flow, &probe).await.is_pending());
+        eventually("both jobs started", || probe.started() == 2).await;
+        keys.open(0);
+        let out = drain(&mut flow, &probe).await;
+        assert_eq!(
+            sorted(out),
+            sequential(&oks(2)),
+            "job 0 waited for job 1 to let go of its thread"
+        );
+    }
+}
