@@ -1,0 +1,72 @@
+//! Runs ONE async-lane workload on a `current_thread` runtime, for instruction counting
+//! under `valgrind --tool=callgrind` (see `benches/callgrind.sh`).
+//!
+//! ```text
+//! per_item_instructions <workload> <items> [limit]
+//! ```
+//!
+//! Workloads: `buffer_unordered`, `buffered`, `map_concurrent_unordered`,
+//! `map_concurrent`, `spawn` (one `tokio::spawn` per item in a `JoinSet`),
+//! `for_each_concurrent`, `par_stream_then`, `par_stream_then_unordered` (all with the
+//! trivial future `async move { x + 1 }`, limit 64 by default), and `par_map` (flowgate's
+//! blocking lane with the trivial closure `|x| x + 1`, limit 2 by default).
+//!
+//! Running a workload at two item counts and dividing the difference of the instruction
+//! counts by the difference of the item counts gives the cost per item without start-up.
+
+use std::process::ExitCode;
+
+use flowgate_benches::{
+    current_thread_runtime, expected_sum, flowgate_par_map_trivial, in_task, AsyncWorkload,
+};
+
+const USAGE: &str = "usage: per_item_instructions <workload> <items> [limit]\n\
+    workloads: buffer_unordered buffered map_concurrent_unordered map_concurrent spawn \
+    for_each_concurrent par_stream_then par_stream_then_unordered par_map";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (name, items, limit) = match args.as_slice() {
+        [name, items] => (name.as_str(), items, None),
+        [name, items, limit] => (name.as_str(), items, Some(limit)),
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(n) = items.replace('_', "").parse::<u64>() else {
+        eprintln!("not an item count: {items}\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    let limit = match limit.map(|l| l.parse::<usize>()) {
+        None => None,
+        Some(Ok(l)) if l > 0 => Some(l),
+        Some(_) => {
+            eprintln!("not a positive limit\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+
+    let runtime = current_thread_runtime();
+    let (sum, limit) = if name == "par_map" {
+        let limit = limit.unwrap_or(2);
+        (
+            runtime.block_on(in_task(flowgate_par_map_trivial(n, limit))),
+            limit,
+        )
+    } else if let Some(workload) = AsyncWorkload::from_name(name) {
+        let limit = limit.unwrap_or(64);
+        (runtime.block_on(in_task(workload.run(n, limit))), limit)
+    } else {
+        eprintln!("unknown workload: {name}\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    drop(runtime);
+
+    if sum != expected_sum(n) {
+        eprintln!("{name}: wrong sum {sum}, expected {}", expected_sum(n));
+        return ExitCode::FAILURE;
+    }
+    println!("{name} items={n} limit={limit} sum={sum}");
+    ExitCode::SUCCESS
+}
