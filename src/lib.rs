@@ -86,8 +86,8 @@
 //! `buffered(0)` hangs instead of failing (issue 2348). Its futures also all run inside
 //! the consumer's task, so they never run in parallel. flowgate's operators run the work
 //! as tasks on the runtime: it progresses on its own and in parallel, dropping the stream
-//! cancels it, a panic in one job does not take the others' results with it, and a zero
-//! limit is rejected at once. The cost is a handoff per item, amortized in batches.
+//! cancels it, a panic in one job reaches the consumer at its position (in input order,
+//! after the results before it), and a zero limit is rejected at once. The cost is a handoff per item, amortized in batches.
 //!
 //! # Bounds on types
 //!

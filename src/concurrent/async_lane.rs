@@ -148,6 +148,7 @@ struct Driver<Fut: Future> {
     /// Awake with an empty queue, looking for work (counted in `RunQueue::searching`).
     searching: bool,
     is_failure: fn(&Fut::Output) -> bool,
+    ordered: bool,
     /// A failure is among the finished results not yet handed over.
     failed: bool,
     /// Since when the queue has been empty, while lingering.
@@ -169,7 +170,9 @@ where
         let mut exchange = lock(&self.shared.exchange);
         if exchange.closed {
             drop(exchange);
-            self.finished.clear();
+            for slot in self.finished.drain(..) {
+                drop(take_output(&slot));
+            }
             return;
         }
         exchange.finished.append(&mut self.finished);
@@ -246,6 +249,11 @@ where
                 Err(payload)
             }
         };
+        if self.failed {
+            // Fail fast: later jobs stop now, not when the consumer next looks.
+            let from = super::cancel_from_after_failure(index, self.ordered);
+            self.shared.cutoff.fetch_min(from, Ordering::AcqRel);
+        }
         drop_job(&mut future);
         {
             let mut cell = lock(&slot.cell);
@@ -283,6 +291,12 @@ where
     }
 }
 
+/// Takes a finished job's output out of its slot, to be dropped outside the lock: an
+/// output holding its own slot's waker would otherwise keep the slot alive forever.
+fn take_output<Fut: Future>(slot: &Slot<Fut>) -> Option<Outcome<Fut::Output>> {
+    lock(&slot.cell).output.take()
+}
+
 /// Drops a job's future in place (its box is kept for the next job). A panic in the
 /// future's destructor is contained: the job's own result or panic is what counts.
 fn drop_job<Fut>(future: &mut FutureBox<Fut>) {
@@ -314,6 +328,19 @@ where
                 match run.queue.pop_front() {
                     Some(slot) => {
                         this.stop_searching(&mut run);
+                        // Jobs left behind get a driver of their own before this one
+                        // starts a poll that may be long. The helper is woken into this
+                        // worker's LIFO slot, which no other worker may steal, so this
+                        // driver yields first and takes the job up on its next turn.
+                        if !run.queue.is_empty() && run.searching == 0 {
+                            if let Some((_, helper)) = run.parked.pop() {
+                                run.queue.push_front(slot);
+                                drop(run);
+                                helper.wake();
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
+                        }
                         slot
                     }
                     // One driver at a time searches: more would only compete for cores
@@ -364,6 +391,7 @@ pub(crate) struct AsyncLane<Fut: Future> {
     /// Worker threads of the runtime.
     workers: usize,
     is_failure: Option<fn(&Fut::Output) -> bool>,
+    ordered: bool,
     /// Every slot ever made (at most `limit`), for cancellation sweeps.
     slots: Vec<Arc<Slot<Fut>>>,
     free: Vec<Arc<Slot<Fut>>>,
@@ -400,6 +428,7 @@ impl<Fut: Future> AsyncLane<Fut> {
             unspawned_drivers: 0,
             workers: 1,
             is_failure: None,
+            ordered: true,
             slots: Vec::new(),
             free: Vec::new(),
             starting: Vec::new(),
@@ -461,6 +490,9 @@ impl<Fut: Future> AsyncLane<Fut> {
         }
         self.shared.cutoff.store(0, Ordering::Release);
         self.sweep(0);
+        for slot in &self.slots {
+            drop(take_output(slot));
+        }
         let (queued, parked) = {
             let mut run = lock(&self.shared.run);
             run.closed = true;
@@ -488,8 +520,14 @@ where
     type Job = Fut;
     type Out = Fut::Output;
 
-    fn bind(&mut self, handle: &tokio::runtime::Handle, is_failure: fn(&Fut::Output) -> bool) {
+    fn bind(
+        &mut self,
+        handle: &tokio::runtime::Handle,
+        is_failure: fn(&Fut::Output) -> bool,
+        ordered: bool,
+    ) {
         self.is_failure = Some(is_failure);
+        self.ordered = ordered;
         self.workers = handle.metrics().num_workers();
         self.unspawned_drivers = self.workers.clamp(1, self.limit);
         self.handle = Some(handle.clone());
@@ -551,6 +589,7 @@ where
                 finished: Vec::new(),
                 searching: false,
                 is_failure: self.is_failure.unwrap_or(|_| false),
+                ordered: self.ordered,
                 failed: false,
                 idle_since: None,
                 may_linger: self.workers > 1,

@@ -30,6 +30,8 @@ struct Shared<F, T, O> {
     is_failure: OnceLock<fn(&O) -> bool>,
     /// Set when a failure was finished and the consumer has not collected since.
     failure_finished: AtomicBool,
+    /// Whether the exit is ordered (which jobs a failure cancels).
+    ordered: AtomicBool,
     state: Mutex<State<T, O>>,
     job_ready: Condvar,
     /// Jobs at this position or later are cancelled.
@@ -63,25 +65,36 @@ where
             } else {
                 Some(catch_unwind(AssertUnwindSafe(|| (shared.f)(item))))
             };
+            let failed = outcome.as_ref().is_some_and(|outcome| match outcome {
+                Ok(out) => shared
+                    .is_failure
+                    .get()
+                    .is_some_and(|is_failure| is_failure(out)),
+                Err(_) => true,
+            });
+            if failed {
+                // Fail fast: queued jobs after it never start, whenever the consumer looks.
+                let ordered = shared.ordered.load(Ordering::Relaxed);
+                let from = super::cancel_from_after_failure(index, ordered);
+                shared.cutoff.fetch_min(from, Ordering::AcqRel);
+            }
             state = lock(&shared.state);
             if let Some(outcome) = outcome {
-                if !state.closed {
-                    let failed = match &outcome {
-                        Ok(out) => shared
-                            .is_failure
-                            .get()
-                            .is_some_and(|is_failure| is_failure(out)),
-                        Err(_) => true,
-                    };
-                    state.finished.push((index, outcome));
-                    if failed {
-                        shared.failure_finished.store(true, Ordering::Release);
-                    }
-                    if let Some(consumer) = state.consumer.take() {
-                        drop(state);
-                        consumer.wake();
-                        state = lock(&shared.state);
-                    }
+                if state.closed {
+                    // A closed stream's result is user data: dropped outside the lock.
+                    drop(state);
+                    drop(outcome);
+                    state = lock(&shared.state);
+                    continue;
+                }
+                state.finished.push((index, outcome));
+                if failed {
+                    shared.failure_finished.store(true, Ordering::Release);
+                }
+                if let Some(consumer) = state.consumer.take() {
+                    drop(state);
+                    consumer.wake();
+                    state = lock(&shared.state);
                 }
             }
             continue;
@@ -125,6 +138,7 @@ impl<F, T, O> BlockingLane<F, T, O> {
                 f,
                 is_failure: OnceLock::new(),
                 failure_finished: AtomicBool::new(false),
+                ordered: AtomicBool::new(true),
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     finished: Vec::new(),
@@ -168,8 +182,9 @@ where
     type Job = T;
     type Out = O;
 
-    fn bind(&mut self, handle: &tokio::runtime::Handle, is_failure: fn(&O) -> bool) {
+    fn bind(&mut self, handle: &tokio::runtime::Handle, is_failure: fn(&O) -> bool, ordered: bool) {
         let _ = self.shared.is_failure.set(is_failure);
+        self.shared.ordered.store(ordered, Ordering::Relaxed);
         self.handle = Some(handle.clone());
     }
 

@@ -5,7 +5,7 @@
 //! `poll_next`; only jobs cross to the lane.
 
 use std::fmt;
-use std::panic::resume_unwind;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -170,7 +170,7 @@ impl<O> State<O> {
     /// On a multi-thread runtime, results come from other threads: waiting puts this
     /// thread to sleep and the result's arrival wakes it, which costs far more than a
     /// trivial job. So while jobs run and recent waits were short, the consumer yields and
-    /// looks again for a few tens of microseconds before it waits. Measured in real time,
+    /// looks again for up to `CONSUMER_LINGER` before it waits. Measured in real time,
     /// since tokio's paused clock does not advance while a task keeps yielding.
     fn lingers(&mut self) -> bool {
         if !self.may_linger || self.running == 0 {
@@ -209,12 +209,25 @@ impl<O> State<O> {
         if self.upstream_done || self.exit.failed() {
             return false;
         }
-        let free = (self.window - self.held).min(self.limit - self.running);
+        let free = self
+            .window
+            .saturating_sub(self.held)
+            .min(self.limit.saturating_sub(self.running));
         if self.running > 0 && free < self.refill {
             return false;
         }
         while self.may_pull() && !self.exit.failed() {
-            match upstream.as_mut().poll_next(cx) {
+            let polled = catch_unwind(AssertUnwindSafe(|| upstream.as_mut().poll_next(cx)));
+            let polled = match polled {
+                Ok(polled) => polled,
+                Err(payload) => {
+                    // An upstream panic ends the stream like any other: work is
+                    // cancelled first, and the broken upstream is never polled again.
+                    self.end(lane);
+                    resume_unwind(payload)
+                }
+            };
+            match polled {
                 Poll::Ready(Some(item)) => {
                     let index = self.next_index;
                     self.next_index += 1;
@@ -281,7 +294,7 @@ where
             let handle = current_runtime(state.operator);
             state.multi_worker = handle.metrics().num_workers() > 1 && lane.consumer_may_linger();
             state.may_linger = state.multi_worker;
-            lane.bind(&handle, state.is_failure);
+            lane.bind(&handle, state.is_failure, state.exit.is_ordered());
             state.bound = true;
         }
         state.end_wait();

@@ -10,7 +10,7 @@ use super::mappers::CallAsync;
 pin_project! {
     /// Stream for [`map_concurrent_unordered`](crate::FlowExt::map_concurrent_unordered).
     ///
-    /// Runs a future per item on the runtime, up to `limit` at once, and yields the results as they finish. See the method for the bound, cancellation, panic and error rules.
+    /// Runs a future per item on the runtime, up to `limit` at once, and yields the results as they finish. See the method for the bound, cancellation and panic rules, and an example.
     #[must_use = "streams do nothing unless polled"]
     pub struct MapConcurrentUnordered<St, F, Fut>
     where

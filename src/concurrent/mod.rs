@@ -1,13 +1,12 @@
-//! Bounded concurrent maps: one engine, two lanes, two exits.
+//! Bounded concurrent maps: the stream types behind [`FlowExt`](crate::FlowExt) and
+//! [`TryFlowExt`](crate::TryFlowExt).
 //!
-//! Every operator here is the same machine (`engine.rs`): it pulls items from upstream
-//! while the bound has room, hands each one to a *lane* that runs it, and lets results
-//! leave through an *exit* (`reorder.rs`), in input order or as they finish.
-//!
-//! - The async lane (`async_lane.rs`) runs the futures `f` returns on a small executor
-//!   of driver tasks spawned on the caller's runtime.
-//! - The blocking lane (`blocking_lane.rs`) runs a shared `Fn` on short-lived drain loops
-//!   in tokio's blocking pool.
+//! All eight are one machine: it pulls items from upstream while its bound has room,
+//! runs each as a job, and lets the results leave in input order or as they finish.
+//! Async jobs (the futures `f` returns) run on a small executor of driver tasks spawned
+//! on the caller's runtime; blocking jobs run on short-lived loops in tokio's blocking
+//! pool. See the methods of the extension traits for the rules and examples, and
+//! `ARCHITECTURE.md` for how an item flows through the engine.
 
 use std::any::Any;
 
@@ -64,8 +63,15 @@ pub(crate) trait Lane {
     type Job;
     type Out;
     /// Attaches the lane to the runtime it will run on; called once, at the first poll.
-    /// `is_failure` tells which outputs end the stream (see [`Lane::failure_waiting`]).
-    fn bind(&mut self, handle: &tokio::runtime::Handle, is_failure: fn(&Self::Out) -> bool);
+    /// `is_failure` tells which outputs end the stream (see [`Lane::failure_waiting`]);
+    /// when one is seen, the lane cancels at once the jobs after it (`ordered`) or all
+    /// other jobs, without waiting for the consumer.
+    fn bind(
+        &mut self,
+        handle: &tokio::runtime::Handle,
+        is_failure: fn(&Self::Out) -> bool,
+        ordered: bool,
+    );
     /// Queues a job; it is handed over at the next [`Lane::flush`].
     fn start(&mut self, index: u64, job: Self::Job);
     /// Hands every queued job over to the workers, with one wake-up.
@@ -94,6 +100,15 @@ pub(crate) trait Lane {
     fn cancel_from(&mut self, index: u64);
     /// Cancels everything and releases the workers. Idempotent; also run on drop.
     fn close(&mut self);
+}
+
+/// The first position to cancel once the job at `index` failed.
+pub(crate) fn cancel_from_after_failure(index: u64, ordered: bool) -> u64 {
+    if ordered {
+        index.saturating_add(1)
+    } else {
+        0
+    }
 }
 
 /// The message of the panic raised when an operator is polled outside a tokio runtime.

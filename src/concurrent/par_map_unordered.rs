@@ -8,7 +8,7 @@ use super::mappers::PassItem;
 pin_project! {
     /// Stream for [`par_map_unordered`](crate::FlowExt::par_map_unordered).
     ///
-    /// Runs a blocking closure per item on up to `limit` threads off the runtime, and yields the results as they finish. See the method for the bound, cancellation, panic and error rules.
+    /// Runs a blocking closure per item on up to `limit` threads off the runtime, and yields the results as they finish. See the method for the bound, cancellation and panic rules, and an example.
     #[must_use = "streams do nothing unless polled"]
     pub struct ParMapUnordered<St, F, U>
     where

@@ -47,6 +47,10 @@ impl<O> Exit<O> {
         }
     }
 
+    pub(crate) fn is_ordered(&self) -> bool {
+        matches!(self, Exit::Ordered { .. })
+    }
+
     /// Reserves the place of a newly pulled item.
     pub(crate) fn pulled(&mut self) {
         if let Exit::Ordered { places, .. } = self {

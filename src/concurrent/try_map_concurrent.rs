@@ -10,7 +10,7 @@ use super::mappers::TryCallAsync;
 pin_project! {
     /// Stream for [`try_map_concurrent`](crate::TryFlowExt::try_map_concurrent).
     ///
-    /// Runs a fallible future per item on the runtime, up to `limit` at once; results in input order, the first error ends the stream. See the method for the bound, cancellation, panic and error rules.
+    /// Runs a fallible future per item on the runtime, up to `limit` at once; results in input order, the first error ends the stream. See the method for the bound, cancellation, panic and error rules, and an example.
     #[must_use = "streams do nothing unless polled"]
     pub struct TryMapConcurrent<St, F, Fut>
     where

@@ -10,7 +10,7 @@ use super::mappers::TryCallAsync;
 pin_project! {
     /// Stream for [`try_map_concurrent_unordered`](crate::TryFlowExt::try_map_concurrent_unordered).
     ///
-    /// Runs a fallible future per item on the runtime, up to `limit` at once; results as they finish, the first error ends the stream. See the method for the bound, cancellation, panic and error rules.
+    /// Runs a fallible future per item on the runtime, up to `limit` at once; results as they finish, the first error ends the stream. See the method for the bound, cancellation, panic and error rules, and an example.
     #[must_use = "streams do nothing unless polled"]
     pub struct TryMapConcurrentUnordered<St, F, Fut>
     where

@@ -8,7 +8,7 @@ use super::mappers::TryPassItem;
 pin_project! {
     /// Stream for [`try_par_map`](crate::TryFlowExt::try_par_map).
     ///
-    /// Runs a fallible blocking closure per item on up to `limit` threads off the runtime; results in input order, the first error ends the stream. See the method for the bound, cancellation, panic and error rules.
+    /// Runs a fallible blocking closure per item on up to `limit` threads off the runtime; results in input order, the first error ends the stream. See the method for the bound, cancellation, panic and error rules, and an example.
     #[must_use = "streams do nothing unless polled"]
     pub struct TryParMap<St, F, U>
     where

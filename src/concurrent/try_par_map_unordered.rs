@@ -8,7 +8,7 @@ use super::mappers::TryPassItem;
 pin_project! {
     /// Stream for [`try_par_map_unordered`](crate::TryFlowExt::try_par_map_unordered).
     ///
-    /// Runs a fallible blocking closure per item on up to `limit` threads off the runtime; results as they finish, the first error ends the stream. See the method for the bound, cancellation, panic and error rules.
+    /// Runs a fallible blocking closure per item on up to `limit` threads off the runtime; results as they finish, the first error ends the stream. See the method for the bound, cancellation, panic and error rules, and an example.
     #[must_use = "streams do nothing unless polled"]
     pub struct TryParMapUnordered<St, F, U>
     where

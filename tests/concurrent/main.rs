@@ -7,6 +7,7 @@ mod arguments;
 mod bound;
 mod cancellation;
 mod fail_fast;
+mod failure_reach;
 mod fused;
 mod head_of_line;
 mod ordering;

@@ -301,6 +301,44 @@ async_ops! {
 
 async_ops! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_handed_over_together_run_in_parallel_without_the_consumer(op: Op) {
+        // Jobs 1 and 2 are pulled together, in the poll that yields job 0's result;
+        // then the consumer looks away. Job 1 holds its thread until job 2 has completed,
+        // so job 2 must get a driver of its own, on the other worker.
+        let probe = Probe::new();
+        let (gates, mut keys) = gates(1);
+        let work = Work::new(&probe).gated(&gates).plan(|i| match i {
+            1 => Step {
+                spin_until_completed: Some(2),
+                ..Step::default()
+            },
+            _ => Step::default(),
+        });
+        let (tx, upstream) = channel_source(&probe);
+        tx.unbounded_send(Ok(0)).unwrap();
+        let mut flow = build(op, 4, None, upstream, work);
+        let flag = Flag::new();
+        poll_until_waiting(&mut flow, &flag).await;
+        keys.open(0);
+        eventually("job 0's result came back", || flag.is_set()).await;
+        tx.unbounded_send(Ok(1)).unwrap();
+        tx.unbounded_send(Ok(2)).unwrap();
+        assert_eq!(next(&mut flow, &probe).await, Some(Ok(value(0))));
+        assert_eq!(probe.pulled(), 3, "jobs 1 and 2 were not pulled with job 0's result");
+        eventually("job 2 ran", || probe.finish_order().contains(&2)).await;
+        assert_eq!(
+            probe.gave_up(),
+            0,
+            "job 2 ran only once job 1 let go of its thread: it waited for the consumer"
+        );
+        drop(tx);
+        let rest = drain(&mut flow, &probe).await;
+        assert_eq!(sorted(rest), vec![Ok(value(1)), Ok(value(2))]);
+    }
+}
+
+async_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_woken_while_another_holds_its_thread_runs_at_once(op: Op) {
         // Job 0 waits on its gate; job 1 holds its thread until job 0 has completed. The
         // gate opens while job 1 runs: job 0 must be polled on the other worker.
