@@ -60,6 +60,9 @@ struct Shared<Fut: Future> {
     exchange: Mutex<Exchange<Fut>>,
     /// Jobs at this position or later are cancelled.
     cutoff: AtomicU64,
+    /// Set first when the lane shuts; read under the run queue's and the exchange's
+    /// locks, which the shutdown takes after setting it, so nothing is queued or
+    /// handed over once they are emptied.
     closed: AtomicBool,
     /// Set when a failure was handed over and the consumer has not collected since.
     failure_handed: AtomicBool,
@@ -78,20 +81,22 @@ struct RunQueue<Fut: Future> {
     /// Drivers awake with an empty queue, about to look at it again: a job queued now
     /// needs no wake-up.
     searching: usize,
-    closed: bool,
 }
 
 struct Exchange<Fut: Future> {
     finished: Vec<Arc<Slot<Fut>>>,
     consumer: Option<Waker>,
-    closed: bool,
 }
 
 impl<Fut: Future> Shared<Fut> {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     /// Puts a slot on the run queue and wakes a parked driver, if any.
     fn schedule(&self, slot: Arc<Slot<Fut>>) {
         let mut run = lock(&self.run);
-        if run.closed {
+        if self.is_closed() {
             return;
         }
         run.queue.push_back(slot);
@@ -168,7 +173,7 @@ where
             return;
         }
         let mut exchange = lock(&self.shared.exchange);
-        if exchange.closed {
+        if self.shared.is_closed() {
             drop(exchange);
             for slot in self.finished.drain(..) {
                 drop(take_output(&slot));
@@ -322,7 +327,7 @@ where
                     run.parked.retain(|(parked, _)| *parked != id);
                     this.parked = false;
                 }
-                if run.closed {
+                if shared.is_closed() {
                     return Poll::Ready(());
                 }
                 match run.queue.pop_front() {
@@ -410,12 +415,10 @@ impl<Fut: Future> AsyncLane<Fut> {
                     parked: Vec::new(),
                     drivers: 0,
                     searching: 0,
-                    closed: false,
                 }),
                 exchange: Mutex::new(Exchange {
                     finished: Vec::new(),
                     consumer: None,
-                    closed: false,
                 }),
                 cutoff: AtomicU64::new(u64::MAX),
                 closed: AtomicBool::new(false),
@@ -495,7 +498,6 @@ impl<Fut: Future> AsyncLane<Fut> {
         }
         let (queued, parked) = {
             let mut run = lock(&self.shared.run);
-            run.closed = true;
             (mem::take(&mut run.queue), mem::take(&mut run.parked))
         };
         drop(queued);
@@ -504,7 +506,6 @@ impl<Fut: Future> AsyncLane<Fut> {
         }
         let finished = {
             let mut exchange = lock(&self.shared.exchange);
-            exchange.closed = true;
             exchange.consumer = None;
             mem::take(&mut exchange.finished)
         };
@@ -560,7 +561,7 @@ where
             .as_ref()
             .expect("flowgate: the lane is bound at the first poll");
         let mut run = lock(&self.shared.run);
-        if run.closed {
+        if self.shared.is_closed() {
             return false;
         }
         run.queue.extend(self.starting.drain(..));

@@ -9,33 +9,19 @@ use flowgate::prelude::*;
 use futures::stream::FusedStream;
 use futures::{FutureExt, StreamExt};
 
-/// Counts the futures alive: up when made, down when dropped.
-struct Alive(Arc<AtomicUsize>);
-
-impl Alive {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Alive(Arc::clone(count))
-    }
-}
-
-impl Drop for Alive {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
+use crate::support::{Live, Probe};
 
 #[tokio::test]
 async fn an_upstream_panic_cancels_the_work_first_and_ends_the_stream() {
-    let alive = Arc::new(AtomicUsize::new(0));
+    let probe = Probe::new();
     let upstream = stream! {
         yield 0u64;
         yield 1;
         panic!("upstream broke");
     };
-    let counter = Arc::clone(&alive);
+    let jobs = probe.clone();
     let mut flow = Box::pin(upstream.map_concurrent(4, move |i| {
-        let guard = Alive::new(&counter);
+        let guard = Live::new(&jobs);
         async move {
             let _guard = guard;
             std::future::pending::<()>().await;
@@ -45,11 +31,7 @@ async fn an_upstream_panic_cancels_the_work_first_and_ends_the_stream() {
     let caught = AssertUnwindSafe(flow.next()).catch_unwind().await;
     let payload = caught.expect_err("the upstream panic reaches the consumer");
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"upstream broke"));
-    assert_eq!(
-        alive.load(Ordering::SeqCst),
-        0,
-        "work was cancelled before the re-raise"
-    );
+    assert_eq!(probe.live(), 0, "work was cancelled before the re-raise");
     assert!(flow.is_terminated());
     assert_eq!(
         flow.next().await,
@@ -61,13 +43,13 @@ async fn an_upstream_panic_cancels_the_work_first_and_ends_the_stream() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_job_stops_later_work_before_the_consumer_looks() {
     for ordered in [true, false] {
-        let alive = Arc::new(AtomicUsize::new(0));
+        let probe = Probe::new();
         let polls = Arc::new(AtomicUsize::new(0));
         let (fail, failed) = tokio::sync::oneshot::channel::<()>();
         let mut failed = Some(failed);
-        let (counter, polled) = (Arc::clone(&alive), Arc::clone(&polls));
+        let (jobs, polled) = (probe.clone(), Arc::clone(&polls));
         let job = move |i: u64| {
-            let guard = Alive::new(&counter);
+            let guard = Live::new(&jobs);
             let polled = Arc::clone(&polled);
             let failed = if i == 0 { failed.take() } else { None };
             async move {
@@ -91,7 +73,7 @@ async fn a_failed_job_stops_later_work_before_the_consumer_looks() {
             items.try_map_concurrent_unordered(2, job).boxed()
         };
         assert!(futures::poll!(flow.next()).is_pending());
-        assert_eq!(alive.load(Ordering::SeqCst), 2);
+        assert_eq!(probe.live(), 2);
         fail.send(()).unwrap();
         // The consumer does not poll: the failure alone stops job 1, which the drivers
         // drop at its next poll.
@@ -99,7 +81,7 @@ async fn a_failed_job_stops_later_work_before_the_consumer_looks() {
             tokio::task::yield_now().await;
         }
         assert_eq!(
-            alive.load(Ordering::SeqCst),
+            probe.live(),
             0,
             "job 1 still runs after job 0 failed (ordered: {ordered})"
         );

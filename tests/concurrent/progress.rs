@@ -258,6 +258,27 @@ all_ops! {
     }
 }
 
+/// Takes job 0's result (the poll that pulls job 2), then looks away while job 1 holds
+/// its thread until job 2 has completed: job 2 must run on the other worker meanwhile.
+async fn job_2_runs_while_the_consumer_looks_away(
+    mut flow: Flow,
+    probe: &Probe,
+    tx: futures::channel::mpsc::UnboundedSender<Item>,
+    not_pulled: &str,
+) {
+    assert_eq!(next(&mut flow, probe).await, Some(Ok(value(0))));
+    assert_eq!(probe.pulled(), 3, "{not_pulled}");
+    eventually("job 2 ran", || probe.finish_order().contains(&2)).await;
+    assert_eq!(
+        probe.gave_up(),
+        0,
+        "job 2 ran only once job 1 let go of its thread: it waited for the consumer"
+    );
+    drop(tx);
+    let rest = drain(&mut flow, probe).await;
+    assert_eq!(sorted(rest), vec![Ok(value(1)), Ok(value(2))]);
+}
+
 async_ops! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_handed_over_while_another_holds_its_thread_runs_without_the_consumer(op: Op) {
@@ -285,17 +306,8 @@ async_ops! {
         eventually("job 0's result came back", || flag.is_set()).await;
         assert_eq!(probe.finish_order(), vec![0], "job 1 let go of its thread");
         tx.unbounded_send(Ok(2)).unwrap();
-        assert_eq!(next(&mut flow, &probe).await, Some(Ok(value(0))));
-        assert_eq!(probe.pulled(), 3, "job 2 was not pulled with job 0's result");
-        eventually("job 2 ran", || probe.finish_order().contains(&2)).await;
-        assert_eq!(
-            probe.gave_up(),
-            0,
-            "job 2 ran only once job 1 let go of its thread: it waited for the consumer"
-        );
-        drop(tx);
-        let rest = drain(&mut flow, &probe).await;
-        assert_eq!(sorted(rest), vec![Ok(value(1)), Ok(value(2))]);
+        let why = "job 2 was not pulled with job 0's result";
+        job_2_runs_while_the_consumer_looks_away(flow, &probe, tx, why).await;
     }
 }
 
@@ -323,17 +335,8 @@ async_ops! {
         eventually("job 0's result came back", || flag.is_set()).await;
         tx.unbounded_send(Ok(1)).unwrap();
         tx.unbounded_send(Ok(2)).unwrap();
-        assert_eq!(next(&mut flow, &probe).await, Some(Ok(value(0))));
-        assert_eq!(probe.pulled(), 3, "jobs 1 and 2 were not pulled with job 0's result");
-        eventually("job 2 ran", || probe.finish_order().contains(&2)).await;
-        assert_eq!(
-            probe.gave_up(),
-            0,
-            "job 2 ran only once job 1 let go of its thread: it waited for the consumer"
-        );
-        drop(tx);
-        let rest = drain(&mut flow, &probe).await;
-        assert_eq!(sorted(rest), vec![Ok(value(1)), Ok(value(2))]);
+        let why = "jobs 1 and 2 were not pulled with job 0's result";
+        job_2_runs_while_the_consumer_looks_away(flow, &probe, tx, why).await;
     }
 }
 

@@ -720,47 +720,49 @@ where
             "with_window exists on ordered operators only"
         );
     }
-    match op {
-        Op::MapConcurrent => {
-            let flow = upstream.map_concurrent(limit, move |item| work.call_item(item));
-            match window {
-                Some(window) => Box::pin(flow.with_window(window)),
-                None => Box::pin(flow),
-            }
+    /// An ordered operator, with its window widened when the test asks for it.
+    fn widened<F>(flow: F, window: Option<usize>, widen: impl FnOnce(F, usize) -> F) -> Flow
+    where
+        F: FusedStream<Item = Item> + Send + 'static,
+    {
+        match window {
+            Some(window) => Box::pin(widen(flow, window)),
+            None => Box::pin(flow),
         }
+    }
+    match op {
+        Op::MapConcurrent => widened(
+            upstream.map_concurrent(limit, move |item| work.call_item(item)),
+            window,
+            |flow, w| flow.with_window(w),
+        ),
         Op::MapConcurrentUnordered => {
             unordered(window);
             Box::pin(upstream.map_concurrent_unordered(limit, move |item| work.call_item(item)))
         }
-        Op::ParMap => {
-            let flow = upstream.par_map(limit, move |item| work.call_blocking_item(item));
-            match window {
-                Some(window) => Box::pin(flow.with_window(window)),
-                None => Box::pin(flow),
-            }
-        }
+        Op::ParMap => widened(
+            upstream.par_map(limit, move |item| work.call_blocking_item(item)),
+            window,
+            |flow, w| flow.with_window(w),
+        ),
         Op::ParMapUnordered => {
             unordered(window);
             Box::pin(upstream.par_map_unordered(limit, move |item| work.call_blocking_item(item)))
         }
-        Op::TryMapConcurrent => {
-            let flow = upstream.try_map_concurrent(limit, move |i| work.call(i));
-            match window {
-                Some(window) => Box::pin(flow.with_window(window)),
-                None => Box::pin(flow),
-            }
-        }
+        Op::TryMapConcurrent => widened(
+            upstream.try_map_concurrent(limit, move |i| work.call(i)),
+            window,
+            |flow, w| flow.with_window(w),
+        ),
         Op::TryMapConcurrentUnordered => {
             unordered(window);
             Box::pin(upstream.try_map_concurrent_unordered(limit, move |i| work.call(i)))
         }
-        Op::TryParMap => {
-            let flow = upstream.try_par_map(limit, move |i| work.call_blocking(i));
-            match window {
-                Some(window) => Box::pin(flow.with_window(window)),
-                None => Box::pin(flow),
-            }
-        }
+        Op::TryParMap => widened(
+            upstream.try_par_map(limit, move |i| work.call_blocking(i)),
+            window,
+            |flow, w| flow.with_window(w),
+        ),
         Op::TryParMapUnordered => {
             unordered(window);
             Box::pin(upstream.try_par_map_unordered(limit, move |i| work.call_blocking(i)))
