@@ -134,9 +134,11 @@ pub trait FlowExt: Stream {
     /// `f` is called on the consumer's task; only the futures it returns cross to the
     /// runtime, so neither upstream nor `f` need to be `Send` or `'static`.
     ///
-    /// While jobs run, the stream may wait until an eighth of its places are free before
-    /// it pulls again (a batch hand-over is cheaper than one per item), so a job must not
-    /// wait for an item that has not been pulled yet. It never waits while nothing runs.
+    /// While jobs run and finished results still wait to be taken, the stream may wait
+    /// until a batch of places is free before it pulls again (an eighth of `limit`, at
+    /// least 8 but at most half of `limit`; a batch hand-over is cheaper than one per
+    /// item), so a job must not wait for an item that has not been pulled yet. A consumer
+    /// that has taken every result pulls at once, and nothing waits while nothing runs.
     ///
     /// # Panics
     /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.

@@ -7,6 +7,13 @@
 //! its future in: nothing is allocated per item. The consumer hands jobs over and takes
 //! results back in batches, each with one wake-up, and no lock is held while user code
 //! runs.
+//!
+//! On a multi-thread runtime, quick jobs stay on one worker: the consumer's batch wakes a
+//! parked driver into its own worker's LIFO slot, and that *active* driver takes the
+//! whole batch. Another driver *stands by* on the other worker, spinning on two atomics
+//! that change about once per batch: it takes a job only once the job has waited
+//! `STANDBY_AGE` in the queue (the active drivers are busy in long polls), so no job
+//! waits long behind a long poll, and no thread sleeps and is woken per batch.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -16,13 +23,17 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use super::{Lane, Outcome};
 
 /// Driver polls per turn before it yields to the runtime.
 const POLLS_PER_TURN: usize = 64;
-/// How long a driver with an empty queue stays awake while the consumer is busy.
-const DRIVER_LINGER: std::time::Duration = std::time::Duration::from_micros(100);
+/// How long a standing-by driver stays awake after it last saw a job queued.
+const DRIVER_LINGER: Duration = Duration::from_micros(100);
+/// How long a job may wait in the queue, while another driver is active, before a
+/// standing-by driver takes it: longer means the active driver is busy in a long poll.
+const STANDBY_AGE: Duration = Duration::from_micros(20);
 
 // A slot's life: IDLE (waiting for a wake) -> SCHEDULED (on the run queue) -> RUNNING
 // (a driver polls it) -> IDLE again, or DONE (finished or cancelled; free for reuse).
@@ -57,6 +68,9 @@ struct Cell<Fut: Future> {
 
 struct Shared<Fut: Future> {
     run: Mutex<RunQueue<Fut>>,
+    /// What a standing-by driver watches, on a cache line of its own.
+    watch: Watch,
+    epoch: Instant,
     exchange: Mutex<Exchange<Fut>>,
     /// Jobs at this position or later are cancelled.
     cutoff: AtomicU64,
@@ -72,15 +86,51 @@ struct Shared<Fut: Future> {
     helper_wakes: AtomicUsize,
 }
 
+/// What a standing-by driver reads in its spin, without the run queue's lock. Written
+/// under that lock, and only when the value changes (about once per batch of jobs, not
+/// per job); kept on its own cache line so that the spinning reads do not slow the
+/// driver and the consumer down on their fields.
+#[repr(align(128))]
+struct Watch {
+    /// When the job at the front of the run queue was queued (a stamp), or 0 while the
+    /// queue is empty.
+    front_since: AtomicU64,
+    /// `RunQueue::active`.
+    active: AtomicUsize,
+}
+
+/// What a driver does with the run queue.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    /// Parked, or polled without being woken for anything.
+    Idle,
+    /// Takes queued jobs at once.
+    Active,
+    /// Awake with nothing to do, watching the queue: takes a job once it has waited
+    /// `STANDBY_AGE` (the active drivers are busy in long polls), or at once when no
+    /// driver is active. Spinning on another worker, it costs the consumer's worker
+    /// nothing, and no job waits behind a long poll for longer than `STANDBY_AGE`.
+    Standby,
+}
+
 struct RunQueue<Fut: Future> {
-    queue: VecDeque<Arc<Slot<Fut>>>,
+    /// Scheduled slots, each with the time it was queued (see `Shared::stamp`).
+    queue: VecDeque<(Arc<Slot<Fut>>, u64)>,
     /// Parked drivers, by driver id.
     parked: Vec<(usize, Waker)>,
+    /// The role each driver was last woken with, by driver id: counted in `active` or
+    /// `standby` from the moment of the wake-up.
+    woken_as: Vec<Role>,
     /// Drivers spawned.
     drivers: usize,
-    /// Drivers awake with an empty queue, about to look at it again: a job queued now
-    /// needs no wake-up.
-    searching: usize,
+    /// Drivers taking jobs, or woken to.
+    active: usize,
+    /// Drivers standing by, or woken to.
+    standby: usize,
+    /// The value of `Watch::front_since`, to write it only when it changes.
+    front_since: u64,
+    /// Whether drivers stand by: on multi-thread runtimes only (set at bind).
+    standby_enabled: bool,
 }
 
 struct Exchange<Fut: Future> {
@@ -93,20 +143,100 @@ impl<Fut: Future> Shared<Fut> {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Puts a slot on the run queue and wakes a parked driver, if any.
+    /// The time to queue a job with. Only standing-by drivers read it, so a runtime
+    /// without them (`standby_enabled` false) does not read the clock.
+    fn stamp(&self, standby_enabled: bool) -> u64 {
+        if standby_enabled {
+            self.epoch.elapsed().as_nanos() as u64 + 1
+        } else {
+            1
+        }
+    }
+
+    /// Whether a job queued at `since` (a stamp) has waited `STANDBY_AGE`.
+    fn has_waited(&self, since: u64) -> bool {
+        since != 0
+            && self.epoch.elapsed().as_nanos() as u64 + 1 >= since + STANDBY_AGE.as_nanos() as u64
+    }
+
+    /// Publishes the stamp of the queue's front job, if it changed.
+    fn watch_front(&self, run: &mut RunQueue<Fut>) {
+        let front = run.queue.front().map_or(0, |(_, at)| *at);
+        if front != run.front_since {
+            run.front_since = front;
+            self.watch.front_since.store(front, Ordering::Release);
+        }
+    }
+
+    fn push(
+        &self,
+        run: &mut RunQueue<Fut>,
+        slots: impl IntoIterator<Item = Arc<Slot<Fut>>>,
+        at: u64,
+    ) {
+        run.queue.extend(slots.into_iter().map(|slot| (slot, at)));
+        self.watch_front(run);
+    }
+
+    fn pop(&self, run: &mut RunQueue<Fut>) -> Option<Arc<Slot<Fut>>> {
+        let (slot, _) = run.queue.pop_front()?;
+        self.watch_front(run);
+        Some(slot)
+    }
+
+    fn push_front(&self, run: &mut RunQueue<Fut>, slot: Arc<Slot<Fut>>, at: u64) {
+        run.queue.push_front((slot, at));
+        self.watch_front(run);
+    }
+
+    fn set_active(&self, run: &mut RunQueue<Fut>, active: usize) {
+        run.active = active;
+        self.watch.active.store(active, Ordering::Relaxed);
+    }
+
+    /// Wakes a parked driver with `role`, counting it at once. Returns its waker, to be
+    /// woken once the lock is released.
+    fn unpark(&self, run: &mut RunQueue<Fut>, role: Role) -> Option<Waker> {
+        let (id, waker) = run.parked.pop()?;
+        run.woken_as[id] = role;
+        match role {
+            Role::Active => self.set_active(run, run.active + 1),
+            Role::Standby => run.standby += 1,
+            Role::Idle => {}
+        }
+        Some(waker)
+    }
+
+    /// After jobs were queued: makes sure a driver takes them at once, and, on a
+    /// multi-thread runtime, that one stands by if the active ones may be busy in long
+    /// polls. (A driver woken now to take the jobs wakes one to stand by itself, if it
+    /// leaves jobs behind.) At most two wake-ups; none while both roles are held.
+    fn wake_for_work(&self, run: &mut RunQueue<Fut>) -> [Option<Waker>; 2] {
+        if run.queue.is_empty() {
+            return [None, None];
+        }
+        if run.active == 0 {
+            return [self.unpark(run, Role::Active), None];
+        }
+        let standby = if run.standby_enabled && run.standby == 0 {
+            self.unpark(run, Role::Standby)
+        } else {
+            None
+        };
+        [None, standby]
+    }
+
+    /// Puts a woken job on the run queue and wakes a driver for it, if needed.
     fn schedule(&self, slot: Arc<Slot<Fut>>) {
         let mut run = lock(&self.run);
         if self.is_closed() {
             return;
         }
-        run.queue.push_back(slot);
-        let parked = if run.searching == 0 {
-            run.parked.pop()
-        } else {
-            None
-        };
+        let at = self.stamp(run.standby_enabled);
+        self.push(&mut run, [slot], at);
+        let wakers = self.wake_for_work(&mut run);
         drop(run);
-        if let Some((_, waker)) = parked {
+        for waker in wakers.into_iter().flatten() {
             self.helper_wakes.fetch_add(1, Ordering::Relaxed);
             waker.wake();
         }
@@ -150,16 +280,14 @@ struct Driver<Fut: Future> {
     id: usize,
     parked: bool,
     finished: Vec<Arc<Slot<Fut>>>,
-    /// Awake with an empty queue, looking for work (counted in `RunQueue::searching`).
-    searching: bool,
+    /// What it does with the queue (counted in `RunQueue` under this role).
+    role: Role,
     is_failure: fn(&Fut::Output) -> bool,
     ordered: bool,
     /// A failure is among the finished results not yet handed over.
     failed: bool,
-    /// Since when the queue has been empty, while lingering.
-    idle_since: Option<std::time::Instant>,
-    /// Whether to linger at all: only when other workers can run the consumer.
-    may_linger: bool,
+    /// While standing by: when it last saw a job queued.
+    busy_seen: Option<Instant>,
 }
 
 impl<Fut> Driver<Fut>
@@ -191,27 +319,47 @@ where
         }
     }
 
-    fn stop_searching(&mut self, run: &mut RunQueue<Fut>) {
-        if self.searching {
-            self.searching = false;
-            run.searching -= 1;
+    /// Changes role, keeping the counts of `run` in step.
+    fn set_role(&mut self, run: &mut RunQueue<Fut>, role: Role) {
+        if self.role == role {
+            return;
         }
+        let mut active = run.active;
+        match self.role {
+            Role::Active => active -= 1,
+            Role::Standby => run.standby -= 1,
+            Role::Idle => {}
+        }
+        match role {
+            Role::Active => active += 1,
+            Role::Standby => run.standby += 1,
+            Role::Idle => {}
+        }
+        if active != run.active {
+            self.shared.set_active(run, active);
+        }
+        self.role = role;
     }
 
-    /// Whether to stay awake a little longer with an empty queue, instead of parking.
+    /// Whether to go on standing by, given whether a job is queued now.
     ///
-    /// A consumer that is busy yielding results will hand over new jobs within
-    /// microseconds; waking a parked driver on another worker costs far more than that.
-    /// A consumer waiting for results hands over nothing until one comes, so then the
-    /// driver parks at once. The linger is measured in real time: tokio's paused clock
-    /// does not advance while a task keeps yielding.
-    fn lingers(&mut self) -> bool {
-        if !self.may_linger || self.shared.consumer_waiting.load(Ordering::Relaxed) {
+    /// A standing-by driver stays while jobs keep being queued, and for `DRIVER_LINGER`
+    /// after the last one: a consumer busy yielding results will hand over new jobs
+    /// within microseconds, and waking a parked driver on another worker costs far more
+    /// than that. A consumer waiting for results hands over nothing until one comes
+    /// (and a job woken meanwhile wakes a driver), so then it parks at once. Measured in
+    /// real time: tokio's paused clock does not advance while a task keeps yielding.
+    fn keeps_standing(&mut self, queued: bool) -> bool {
+        let now = Instant::now();
+        if queued {
+            self.busy_seen = Some(now);
+            return true;
+        }
+        if self.shared.consumer_waiting.load(Ordering::Relaxed) {
             return false;
         }
-        let now = std::time::Instant::now();
-        let since = *self.idle_since.get_or_insert(now);
-        now.duration_since(since) < DRIVER_LINGER
+        let seen = *self.busy_seen.get_or_insert(now);
+        now.duration_since(seen) < DRIVER_LINGER
     }
 
     /// Polls one job. Returns the slot when it finished.
@@ -320,55 +468,81 @@ where
         let shared = Arc::clone(&this.shared);
         let mut polls = 0;
         loop {
+            if this.role == Role::Standby {
+                // Without the lock: nothing to take while the queue is empty, or while
+                // its front job is young and another driver is active.
+                let front = shared.watch.front_since.load(Ordering::Acquire);
+                let nothing_to_take = front == 0
+                    || (shared.watch.active.load(Ordering::Relaxed) > 0
+                        && !shared.has_waited(front));
+                if nothing_to_take && !shared.is_closed() && this.keeps_standing(front != 0) {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+            }
             let slot = {
                 let mut run = lock(&shared.run);
-                if this.parked {
+                if mem::take(&mut this.parked) {
                     let id = this.id;
-                    run.parked.retain(|(parked, _)| *parked != id);
-                    this.parked = false;
+                    match run.parked.iter().position(|(parked, _)| *parked == id) {
+                        // Polled without a wake-up meant for it.
+                        Some(at) => drop(run.parked.swap_remove(at)),
+                        // Woken with a role, already counted.
+                        None => this.role = run.woken_as[id],
+                    }
                 }
                 if shared.is_closed() {
                     return Poll::Ready(());
                 }
-                match run.queue.pop_front() {
-                    Some(slot) => {
-                        this.stop_searching(&mut run);
-                        // Jobs left behind get a driver of their own before this one
-                        // starts a poll that may be long. The helper is woken into this
-                        // worker's LIFO slot, which no other worker may steal, so this
-                        // driver yields first and takes the job up on its next turn.
-                        if !run.queue.is_empty() && run.searching == 0 {
-                            if let Some((_, helper)) = run.parked.pop() {
-                                run.queue.push_front(slot);
-                                drop(run);
-                                helper.wake();
-                                cx.waker().wake_by_ref();
-                                return Poll::Pending;
-                            }
-                        }
-                        slot
+                let take = match run.queue.front() {
+                    None => false,
+                    Some((_, since)) => {
+                        this.role != Role::Standby || run.active == 0 || shared.has_waited(*since)
                     }
-                    // One driver at a time searches: more would only compete for cores
-                    // with the consumer and with each other.
-                    None if (this.searching || run.searching == 0) && this.lingers() => {
-                        if !this.searching {
-                            this.searching = true;
-                            run.searching += 1;
+                };
+                if take {
+                    let slot = shared.pop(&mut run).expect("the queue has a front job");
+                    this.set_role(&mut run, Role::Active);
+                    this.busy_seen = None;
+                    // Jobs left behind need a driver standing by before this one starts
+                    // a poll that may be long. The helper is woken into this worker's
+                    // LIFO slot, which no other worker may steal, so this driver yields
+                    // first (tokio then calls another worker) and takes the job up on
+                    // its next turn.
+                    if run.standby_enabled && run.standby == 0 && !run.queue.is_empty() {
+                        if let Some(helper) = shared.unpark(&mut run, Role::Standby) {
+                            let at = shared.stamp(true);
+                            shared.push_front(&mut run, slot, at);
+                            drop(run);
+                            helper.wake();
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
                         }
+                    }
+                    slot
+                } else {
+                    let queued = !run.queue.is_empty();
+                    // One driver at a time stands by: more would only compete for cores
+                    // with the consumer and with each other.
+                    let stand_by = match this.role {
+                        Role::Standby => true,
+                        _ => run.standby_enabled && run.standby == 0,
+                    };
+                    if stand_by && this.keeps_standing(queued) {
+                        this.set_role(&mut run, Role::Standby);
                         drop(run);
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
-                    None => {
-                        this.stop_searching(&mut run);
-                        run.parked.push((this.id, cx.waker().clone()));
-                        this.parked = true;
-                        this.idle_since = None;
-                        return Poll::Pending;
-                    }
+                    // The queue is empty here: a standing-by driver keeps standing while
+                    // a job is queued, and any other takes it.
+                    this.set_role(&mut run, Role::Idle);
+                    this.busy_seen = None;
+                    run.parked.push((this.id, cx.waker().clone()));
+                    this.parked = true;
+                    return Poll::Pending;
                 }
             };
-            this.idle_since = None;
             let wakes_before = shared.helper_wakes.load(Ordering::Relaxed);
             this.run(slot);
             // A result never waits in a driver while it polls another job.
@@ -413,9 +587,18 @@ impl<Fut: Future> AsyncLane<Fut> {
                 run: Mutex::new(RunQueue {
                     queue: VecDeque::new(),
                     parked: Vec::new(),
+                    woken_as: Vec::new(),
                     drivers: 0,
-                    searching: 0,
+                    active: 0,
+                    standby: 0,
+                    front_since: 0,
+                    standby_enabled: false,
                 }),
+                watch: Watch {
+                    front_since: AtomicU64::new(0),
+                    active: AtomicUsize::new(0),
+                },
+                epoch: Instant::now(),
                 exchange: Mutex::new(Exchange {
                     finished: Vec::new(),
                     consumer: None,
@@ -477,11 +660,10 @@ impl<Fut: Future> AsyncLane<Fut> {
     /// long poll holds back no other job (the parked drivers run on other workers).
     fn wake_for_queued(&self) {
         let mut run = lock(&self.shared.run);
-        let wanted = run.queue.len().min(run.parked.len());
-        for _ in 0..wanted {
-            if let Some((_, waker)) = run.parked.pop() {
-                waker.wake();
-            }
+        let wakers = self.shared.wake_for_work(&mut run);
+        drop(run);
+        for waker in wakers.into_iter().flatten() {
+            waker.wake();
         }
     }
 
@@ -498,7 +680,9 @@ impl<Fut: Future> AsyncLane<Fut> {
         }
         let (queued, parked) = {
             let mut run = lock(&self.shared.run);
-            (mem::take(&mut run.queue), mem::take(&mut run.parked))
+            let queued = mem::take(&mut run.queue);
+            self.shared.watch_front(&mut run);
+            (queued, mem::take(&mut run.parked))
         };
         drop(queued);
         for (_, waker) in parked {
@@ -532,6 +716,10 @@ where
         self.workers = handle.metrics().num_workers();
         self.unspawned_drivers = self.workers.clamp(1, self.limit);
         self.handle = Some(handle.clone());
+        let mut run = lock(&self.shared.run);
+        run.drivers = self.unspawned_drivers;
+        run.woken_as = vec![Role::Idle; self.unspawned_drivers];
+        run.standby_enabled = self.workers > 1;
     }
 
     fn start(&mut self, index: u64, job: Fut) {
@@ -560,26 +748,26 @@ where
             .handle
             .as_ref()
             .expect("flowgate: the lane is bound at the first poll");
+        let at = self.shared.stamp(self.workers > 1);
         let mut run = lock(&self.shared.run);
         if self.shared.is_closed() {
             return false;
         }
-        run.queue.extend(self.starting.drain(..));
-        let mut woke = false;
-        // A driver that is awake and looking for work takes the whole batch. Otherwise
-        // one parked driver is woken: the awake ones may be busy in long polls. More are
-        // woken only if the consumer is about to wait (see `wake_for_queued`), so that a
-        // batch of trivial jobs costs at most one wake-up.
-        if run.searching == 0 {
-            if let Some((_, waker)) = run.parked.pop() {
-                // Driver wakers are tokio task wakers: waking them runs no user code.
-                waker.wake();
-                woke = true;
-            }
-        }
+        self.shared.push(&mut run, self.starting.drain(..), at);
+        // An active driver takes the whole batch, and one standing by takes what waits
+        // behind a long poll; a parked driver is woken only for a role nobody holds, so
+        // a stream of batches of trivial jobs costs no wake-up at all.
+        let watched = run.standby > 0;
+        let wakers = self.shared.wake_for_work(&mut run);
         drop(run);
-        if self.unspawned_drivers > 0 {
-            lock(&self.shared.run).drivers += self.unspawned_drivers;
+        // A driver woken from here sits in this worker's LIFO slot until the consumer's
+        // task yields. With a driver standing by (on another worker, as a rule), jobs
+        // never wait for that; without one, the consumer yields once.
+        let mut woke = false;
+        for waker in wakers.into_iter().flatten() {
+            // Driver wakers are tokio task wakers: waking them runs no user code.
+            waker.wake();
+            woke = true;
         }
         while self.unspawned_drivers > 0 {
             self.unspawned_drivers -= 1;
@@ -588,15 +776,14 @@ where
                 id: self.unspawned_drivers,
                 parked: false,
                 finished: Vec::new(),
-                searching: false,
+                role: Role::Idle,
                 is_failure: self.is_failure.unwrap_or(|_| false),
                 ordered: self.ordered,
                 failed: false,
-                idle_since: None,
-                may_linger: self.workers > 1,
+                busy_seen: None,
             });
         }
-        woke && self.workers > 1
+        woke && !watched && self.workers > 1
     }
 
     fn consumer_may_linger(&self) -> bool {

@@ -32,7 +32,8 @@ struct State<O> {
     limit: usize,
     /// Items pulled and not yet yielded, at most (the bound of semantic 1).
     window: usize,
-    /// Free places to wait for before pulling again while jobs run.
+    /// Free places to wait for before pulling again, while jobs run and the consumer is
+    /// behind (see [`refill_batch`]).
     refill: usize,
     /// Position of the next item to pull (= items pulled so far).
     next_index: u64,
@@ -104,7 +105,6 @@ impl<St, M, L, O> Engine<St, M, L, O> {
             );
         }
         state.window = window;
-        state.refill = refill_batch(state.limit).min(refill_batch(window));
     }
 
     pub(crate) fn is_terminated(&self) -> bool {
@@ -129,10 +129,16 @@ const CONSUMER_LINGER: Duration = Duration::from_micros(100);
 /// A wait longer than this means results are slow to come: the consumer stops spinning.
 const LONG_WAIT: Duration = Duration::from_micros(500);
 
-/// Waiting for a few free places before pulling again saves a hand-off per item; an
-/// eighth of the bound never loosens it and keeps the lane busy.
+/// Free places to wait for before pulling again, while results wait to leave.
+///
+/// A consumer with results still to yield is behind the lane: waiting for a few free
+/// places then costs no concurrency that matters, and pulling them in one batch saves a
+/// hand-off (and, on a multi-thread runtime, a wake-up) per item. An eighth of `limit`,
+/// at least 8 places but never more than half of `limit`: small limits batch too, and
+/// at least half the jobs keep running. A consumer with nothing left to yield pulls
+/// every free place at once.
 fn refill_batch(limit: usize) -> usize {
-    (limit / 8).max(1)
+    (limit / 8).max(8).min(limit / 2).max(1)
 }
 
 impl<O> State<O> {
@@ -188,6 +194,14 @@ impl<O> State<O> {
         }
     }
 
+    /// Whether jobs counted as running (some of them finished and not yet collected) are
+    /// all that keeps the next refill batch from being pulled.
+    fn limit_blocks_refill(&self) -> bool {
+        self.yields_since_collect >= self.refill
+            && self.limit - self.running < self.refill
+            && self.window - self.held >= self.refill
+    }
+
     fn may_pull(&self) -> bool {
         self.held < self.window && self.running < self.limit
     }
@@ -213,7 +227,7 @@ impl<O> State<O> {
             .window
             .saturating_sub(self.held)
             .min(self.limit.saturating_sub(self.running));
-        if self.running > 0 && free < self.refill {
+        if self.running > 0 && free < self.refill && self.exit.has_backlog() {
             return false;
         }
         while self.may_pull() && !self.exit.failed() {
@@ -300,13 +314,11 @@ where
         state.end_wait();
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         loop {
-            // Results are taken back in batches: while some wait to leave, the lane's
-            // lock is visited once per `refill` yields rather than once per item; a
-            // failure is taken at once, since it overtakes the waiting results.
-            if state.yields_since_collect >= state.refill
-                || !state.exit.has_ready()
-                || lane.failure_waiting()
-            {
+            // Results are taken back in batches: while some wait to leave, the lane is
+            // visited again only when finished jobs it still counts as running are what
+            // keeps the next batch from starting; a failure is taken at once, since it
+            // overtakes the waiting results.
+            if !state.exit.has_ready() || lane.failure_waiting() || state.limit_blocks_refill() {
                 state.collect(lane, None);
             }
             if state.pull(this.upstream.as_mut(), this.mapper, lane, cx) {

@@ -113,6 +113,17 @@ impl<O> Exit<O> {
         }
     }
 
+    /// Whether a result may leave now and another after it: the consumer is behind the
+    /// lane.
+    pub(crate) fn has_backlog(&self) -> bool {
+        match self {
+            Exit::Ordered { places, .. } => {
+                matches!(places.front(), Some(Some(_))) && matches!(places.get(1), Some(Some(_)))
+            }
+            Exit::Unordered { ready, .. } => ready.len() >= 2,
+        }
+    }
+
     /// Takes the next result that may leave, if any.
     pub(crate) fn pop(&mut self) -> Option<Outcome<O>> {
         match self {

@@ -366,3 +366,30 @@ async_ops! {
         );
     }
 }
+
+async_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_poll_after_a_stream_of_quick_jobs_holds_back_no_other_job(op: Op) {
+        // Two hundred quick jobs first, so that the lane is in its steady state (one driver
+        // taking jobs beside the consumer, one standing by); then job 200 holds its thread
+        // until five more jobs have completed, which only jobs queued behind it can do.
+        let consumer = async move {
+            let probe = Probe::new();
+            let work = Work::new(&probe).plan(|i| match i {
+                200 => Step {
+                    spin_until_completed: Some(205),
+                    ..Step::default()
+                },
+                _ => Step::default(),
+            });
+            let mut flow = build(op, 8, None, source(oks(300), &probe), work);
+            let out = drain(&mut flow, &probe).await;
+            (out, probe.gave_up())
+        };
+        let (out, gave_up) = within("the spawned consumer", tokio::spawn(consumer))
+            .await
+            .unwrap();
+        assert_eq!(gave_up, 0, "the jobs behind job 200 waited for its long poll");
+        assert_eq!(sorted(out), sequential(&oks(300)));
+    }
+}
