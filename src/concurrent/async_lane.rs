@@ -56,6 +56,8 @@ type FutureBox<Fut> = Pin<Box<Option<Fut>>>;
 struct Slot<Fut: Future> {
     shared: Arc<Shared<Fut>>,
     state: AtomicU8,
+    /// When the slot was last queued (see `Shared::stamp`); written before it is queued.
+    queued_at: AtomicU64,
     cell: Mutex<Cell<Fut>>,
 }
 
@@ -114,8 +116,8 @@ enum Role {
 }
 
 struct RunQueue<Fut: Future> {
-    /// Scheduled slots, each with the time it was queued (see `Shared::stamp`).
-    queue: VecDeque<(Arc<Slot<Fut>>, u64)>,
+    /// Scheduled slots.
+    queue: VecDeque<Arc<Slot<Fut>>>,
     /// Parked drivers, by driver id.
     parked: Vec<(usize, Waker)>,
     /// The role each driver was last woken with, by driver id: counted in `active` or
@@ -161,32 +163,20 @@ impl<Fut: Future> Shared<Fut> {
 
     /// Publishes the stamp of the queue's front job, if it changed.
     fn watch_front(&self, run: &mut RunQueue<Fut>) {
-        let front = run.queue.front().map_or(0, |(_, at)| *at);
+        let front = run
+            .queue
+            .front()
+            .map_or(0, |slot| slot.queued_at.load(Ordering::Relaxed));
         if front != run.front_since {
             run.front_since = front;
             self.watch.front_since.store(front, Ordering::Release);
         }
     }
 
-    fn push(
-        &self,
-        run: &mut RunQueue<Fut>,
-        slots: impl IntoIterator<Item = Arc<Slot<Fut>>>,
-        at: u64,
-    ) {
-        run.queue.extend(slots.into_iter().map(|slot| (slot, at)));
-        self.watch_front(run);
-    }
-
     fn pop(&self, run: &mut RunQueue<Fut>) -> Option<Arc<Slot<Fut>>> {
-        let (slot, _) = run.queue.pop_front()?;
+        let slot = run.queue.pop_front()?;
         self.watch_front(run);
         Some(slot)
-    }
-
-    fn push_front(&self, run: &mut RunQueue<Fut>, slot: Arc<Slot<Fut>>, at: u64) {
-        run.queue.push_front((slot, at));
-        self.watch_front(run);
     }
 
     fn set_active(&self, run: &mut RunQueue<Fut>, active: usize) {
@@ -211,19 +201,19 @@ impl<Fut: Future> Shared<Fut> {
     /// multi-thread runtime, that one stands by if the active ones may be busy in long
     /// polls. (A driver woken now to take the jobs wakes one to stand by itself, if it
     /// leaves jobs behind.) At most two wake-ups; none while both roles are held.
-    fn wake_for_work(&self, run: &mut RunQueue<Fut>) -> [Option<Waker>; 2] {
+    fn wake_for_work(&self, run: &mut RunQueue<Fut>) -> (Option<Waker>, Option<Waker>) {
         if run.queue.is_empty() {
-            return [None, None];
+            return (None, None);
         }
         if run.active == 0 {
-            return [self.unpark(run, Role::Active), None];
+            return (self.unpark(run, Role::Active), None);
         }
         let standby = if run.standby_enabled && run.standby == 0 {
             self.unpark(run, Role::Standby)
         } else {
             None
         };
-        [None, standby]
+        (None, standby)
     }
 
     /// Puts a woken job on the run queue and wakes a driver for it, if needed.
@@ -232,14 +222,17 @@ impl<Fut: Future> Shared<Fut> {
         if self.is_closed() {
             return;
         }
-        let at = self.stamp(run.standby_enabled);
-        self.push(&mut run, [slot], at);
-        let wakers = self.wake_for_work(&mut run);
-        drop(run);
-        for waker in wakers.into_iter().flatten() {
-            self.helper_wakes.fetch_add(1, Ordering::Relaxed);
-            waker.wake();
+        if run.standby_enabled {
+            slot.queued_at.store(self.stamp(true), Ordering::Relaxed);
         }
+        run.queue.push_back(slot);
+        self.watch_front(&mut run);
+        let (active, standby) = self.wake_for_work(&mut run);
+        drop(run);
+        if active.is_some() || standby.is_some() {
+            self.helper_wakes.fetch_add(1, Ordering::Relaxed);
+        }
+        wake(active, standby);
     }
 
     fn is_cancelled(&self, index: u64) -> bool {
@@ -444,6 +437,16 @@ where
     }
 }
 
+/// Wakes the drivers `wake_for_work` chose (tokio task wakers: waking runs no user code).
+fn wake(active: Option<Waker>, standby: Option<Waker>) {
+    if let Some(waker) = active {
+        waker.wake();
+    }
+    if let Some(waker) = standby {
+        waker.wake();
+    }
+}
+
 /// Takes a finished job's output out of its slot, to be dropped outside the lock: an
 /// output holding its own slot's waker would otherwise keep the slot alive forever.
 fn take_output<Fut: Future>(slot: &Slot<Fut>) -> Option<Outcome<Fut::Output>> {
@@ -496,8 +499,10 @@ where
                 }
                 let take = match run.queue.front() {
                     None => false,
-                    Some((_, since)) => {
-                        this.role != Role::Standby || run.active == 0 || shared.has_waited(*since)
+                    Some(slot) => {
+                        this.role != Role::Standby
+                            || run.active == 0
+                            || shared.has_waited(slot.queued_at.load(Ordering::Relaxed))
                     }
                 };
                 if take {
@@ -511,8 +516,8 @@ where
                     // its next turn.
                     if run.standby_enabled && run.standby == 0 && !run.queue.is_empty() {
                         if let Some(helper) = shared.unpark(&mut run, Role::Standby) {
-                            let at = shared.stamp(true);
-                            shared.push_front(&mut run, slot, at);
+                            run.queue.push_front(slot);
+                            shared.watch_front(&mut run);
                             drop(run);
                             helper.wake();
                             cx.waker().wake_by_ref();
@@ -575,7 +580,7 @@ pub(crate) struct AsyncLane<Fut: Future> {
     slots: Vec<Arc<Slot<Fut>>>,
     free: Vec<Arc<Slot<Fut>>>,
     /// Jobs started since the last flush.
-    starting: Vec<Arc<Slot<Fut>>>,
+    starting: VecDeque<Arc<Slot<Fut>>>,
     /// Finished slots taken from the exchange, swapped with it to reuse both buffers.
     taken: Vec<Arc<Slot<Fut>>>,
 }
@@ -617,7 +622,7 @@ impl<Fut: Future> AsyncLane<Fut> {
             ordered: true,
             slots: Vec::new(),
             free: Vec::new(),
-            starting: Vec::new(),
+            starting: VecDeque::new(),
             taken: Vec::new(),
         }
     }
@@ -626,6 +631,8 @@ impl<Fut: Future> AsyncLane<Fut> {
         let slot = Arc::new(Slot {
             shared: Arc::clone(&self.shared),
             state: AtomicU8::new(DONE),
+            // Without drivers standing by, stamps only need to be non-zero.
+            queued_at: AtomicU64::new(1),
             cell: Mutex::new(Cell {
                 future: Some(Box::pin(None)),
                 index: 0,
@@ -660,11 +667,9 @@ impl<Fut: Future> AsyncLane<Fut> {
     /// long poll holds back no other job (the parked drivers run on other workers).
     fn wake_for_queued(&self) {
         let mut run = lock(&self.shared.run);
-        let wakers = self.shared.wake_for_work(&mut run);
+        let (active, standby) = self.shared.wake_for_work(&mut run);
         drop(run);
-        for waker in wakers.into_iter().flatten() {
-            waker.wake();
-        }
+        wake(active, standby);
     }
 
     /// Cancels every job, stops the drivers and breaks the reference cycles between the
@@ -737,7 +742,7 @@ where
             future.as_mut().set(Some(job));
         }
         slot.state.store(SCHEDULED, Ordering::Release);
-        self.starting.push(slot);
+        self.starting.push_back(slot);
     }
 
     fn flush(&mut self) -> bool {
@@ -748,27 +753,29 @@ where
             .handle
             .as_ref()
             .expect("flowgate: the lane is bound at the first poll");
-        let at = self.shared.stamp(self.workers > 1);
+        if self.workers > 1 {
+            let at = self.shared.stamp(true);
+            for slot in &self.starting {
+                slot.queued_at.store(at, Ordering::Relaxed);
+            }
+        }
         let mut run = lock(&self.shared.run);
         if self.shared.is_closed() {
             return false;
         }
-        self.shared.push(&mut run, self.starting.drain(..), at);
+        run.queue.append(&mut self.starting);
+        self.shared.watch_front(&mut run);
         // An active driver takes the whole batch, and one standing by takes what waits
         // behind a long poll; a parked driver is woken only for a role nobody holds, so
         // a stream of batches of trivial jobs costs no wake-up at all.
         let watched = run.standby > 0;
-        let wakers = self.shared.wake_for_work(&mut run);
+        let (active, standby) = self.shared.wake_for_work(&mut run);
         drop(run);
         // A driver woken from here sits in this worker's LIFO slot until the consumer's
         // task yields. With a driver standing by (on another worker, as a rule), jobs
         // never wait for that; without one, the consumer yields once.
-        let mut woke = false;
-        for waker in wakers.into_iter().flatten() {
-            // Driver wakers are tokio task wakers: waking them runs no user code.
-            waker.wake();
-            woke = true;
-        }
+        let woke = active.is_some() || standby.is_some();
+        wake(active, standby);
         while self.unspawned_drivers > 0 {
             self.unspawned_drivers -= 1;
             handle.spawn(Driver {
@@ -815,7 +822,7 @@ where
                 return;
             }
         }
-        for slot in self.taken.drain(..) {
+        for slot in &self.taken {
             let (index, output) = {
                 let mut cell = lock(&slot.cell);
                 (cell.index, cell.output.take())
@@ -823,8 +830,8 @@ where
             if let Some(output) = output {
                 into.push((index, output));
             }
-            self.free.push(slot);
         }
+        self.free.append(&mut self.taken);
     }
 
     fn cancel_from(&mut self, index: u64) {

@@ -153,7 +153,9 @@ impl<O> State<O> {
         let mut finished = std::mem::take(&mut self.finished);
         lane.collect(&mut finished, waker);
         let any = !finished.is_empty();
-        for (index, outcome) in finished.drain(..) {
+        // In the order the lane gave them (finish order, for the unordered exit).
+        finished.reverse();
+        while let Some((index, outcome)) = finished.pop() {
             self.running -= 1;
             self.record(lane, index, outcome);
         }
@@ -227,7 +229,9 @@ impl<O> State<O> {
             .window
             .saturating_sub(self.held)
             .min(self.limit.saturating_sub(self.running));
-        if self.running > 0 && free < self.refill && self.exit.has_backlog() {
+        // Waiting for a refill batch needs results still to yield after this one: the
+        // consumer comes back for them, so nothing stalls even if no job runs.
+        if free < self.refill && self.exit.has_backlog() {
             return false;
         }
         while self.may_pull() && !self.exit.failed() {
@@ -318,7 +322,15 @@ where
             // visited again only when finished jobs it still counts as running are what
             // keeps the next batch from starting; a failure is taken at once, since it
             // overtakes the waiting results.
-            if !state.exit.has_ready() || lane.failure_waiting() || state.limit_blocks_refill() {
+            //
+            // With nothing to yield, a consumer that will not spin (one runtime worker)
+            // registers its waker in the same look: if no result came, it is about to
+            // wait, and a result handed over from now on wakes it.
+            let mut registered = false;
+            if !state.exit.has_ready() {
+                let waker = (!state.multi_worker).then(|| cx.waker());
+                registered = !state.collect(lane, waker) && waker.is_some();
+            } else if lane.failure_waiting() || state.limit_blocks_refill() {
                 state.collect(lane, None);
             }
             if state.pull(this.upstream.as_mut(), this.mapper, lane, cx) {
@@ -341,9 +353,11 @@ where
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if !state.collect(lane, Some(cx.waker())) {
+            if registered || !state.collect(lane, Some(cx.waker())) {
                 state.lingering_since = None;
-                state.waiting_since = Some(Instant::now());
+                if state.multi_worker {
+                    state.waiting_since = Some(Instant::now());
+                }
                 return Poll::Pending;
             }
         }
