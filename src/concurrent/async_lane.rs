@@ -123,8 +123,6 @@ struct RunQueue<Fut: Future> {
     /// The role each driver was last woken with, by driver id: counted in `active` or
     /// `standby` from the moment of the wake-up.
     woken_as: Vec<Role>,
-    /// Drivers spawned.
-    drivers: usize,
     /// Drivers taking jobs, or woken to.
     active: usize,
     /// Drivers standing by, or woken to.
@@ -281,6 +279,8 @@ struct Driver<Fut: Future> {
     failed: bool,
     /// While standing by: when it last saw a job queued.
     busy_seen: Option<Instant>,
+    /// Whether the runtime has other workers (which may run a task this one wakes).
+    other_workers: bool,
 }
 
 impl<Fut> Driver<Fut>
@@ -288,10 +288,11 @@ where
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
-    /// Hands finished slots to the consumer in one batch, with one wake-up.
-    fn hand_over(&mut self) {
+    /// Hands finished slots to the consumer in one batch, with one wake-up. Returns
+    /// whether it woke the consumer.
+    fn hand_over(&mut self) -> bool {
         if self.finished.is_empty() {
-            return;
+            return false;
         }
         let mut exchange = lock(&self.shared.exchange);
         if self.shared.is_closed() {
@@ -299,7 +300,7 @@ where
             for slot in self.finished.drain(..) {
                 drop(take_output(&slot));
             }
-            return;
+            return false;
         }
         exchange.finished.append(&mut self.finished);
         let consumer = exchange.consumer.take();
@@ -307,8 +308,12 @@ where
         if mem::take(&mut self.failed) {
             self.shared.failure_handed.store(true, Ordering::Release);
         }
-        if let Some(waker) = consumer {
-            waker.wake();
+        match consumer {
+            Some(waker) => {
+                waker.wake();
+                true
+            }
+            None => false,
         }
     }
 
@@ -551,12 +556,21 @@ where
             let wakes_before = shared.helper_wakes.load(Ordering::Relaxed);
             this.run(slot);
             // A result never waits in a driver while it polls another job.
-            this.hand_over();
+            let woke_consumer = this.hand_over();
             polls += 1;
-            // A driver woken from inside this task sits in this worker's LIFO slot, where
-            // no other worker can steal it: yield so that it runs while we are away.
+            // A task woken from inside this one (a helper driver, or the consumer) sits in
+            // this worker's LIFO slot, where no other worker can steal it: yield so that it
+            // runs while this driver polls its next job, which may be long. With one
+            // worker nothing else can run during that poll anyway, and with no job queued
+            // there is no next poll, so the consumer counts only when both hold.
             let woke_helper = shared.helper_wakes.load(Ordering::Relaxed) != wakes_before;
-            if woke_helper || polls >= POLLS_PER_TURN || !tokio::task::coop::has_budget_remaining()
+            let woke_consumer = woke_consumer
+                && this.other_workers
+                && shared.watch.front_since.load(Ordering::Relaxed) != 0;
+            if woke_helper
+                || woke_consumer
+                || polls >= POLLS_PER_TURN
+                || !tokio::task::coop::has_budget_remaining()
             {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
@@ -593,7 +607,6 @@ impl<Fut: Future> AsyncLane<Fut> {
                     queue: VecDeque::new(),
                     parked: Vec::new(),
                     woken_as: Vec::new(),
-                    drivers: 0,
                     active: 0,
                     standby: 0,
                     front_since: 0,
@@ -722,7 +735,6 @@ where
         self.unspawned_drivers = self.workers.clamp(1, self.limit);
         self.handle = Some(handle.clone());
         let mut run = lock(&self.shared.run);
-        run.drivers = self.unspawned_drivers;
         run.woken_as = vec![Role::Idle; self.unspawned_drivers];
         run.standby_enabled = self.workers > 1;
     }
@@ -788,6 +800,7 @@ where
                 ordered: self.ordered,
                 failed: false,
                 busy_seen: None,
+                other_workers: self.workers > 1,
             });
         }
         woke && !watched && self.workers > 1

@@ -229,9 +229,10 @@ impl<O> State<O> {
             .window
             .saturating_sub(self.held)
             .min(self.limit.saturating_sub(self.running));
-        // Waiting for a refill batch needs results still to yield after this one: the
-        // consumer comes back for them, so nothing stalls even if no job runs.
-        if free < self.refill && self.exit.has_backlog() {
+        // A refill batch is waited for only while jobs run (never while nothing runs:
+        // work goes on while the consumer is away) and results still wait to be yielded
+        // after this one (the consumer is behind, so batching costs no concurrency).
+        if free < self.refill && self.running > 0 && self.exit.has_backlog() {
             return false;
         }
         while self.may_pull() && !self.exit.failed() {

@@ -393,3 +393,38 @@ async_ops! {
         assert_eq!(sorted(out), sequential(&oks(300)));
     }
 }
+
+async_ops! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_handed_over_before_a_long_poll_reaches_a_waiting_consumer(op: Op) {
+        // The consumer, a task on a worker, waits for jobs 0 and 1, both held at their
+        // gates. The gates open together: a driver finishes job 0 and wakes the consumer
+        // (into that worker's LIFO slot), then takes job 1, which holds its thread until
+        // the consumer has received job 0's result. The consumer must not wait for it.
+        let probe = Probe::new();
+        let (gates, mut keys) = gates(2);
+        let consumer = {
+            let probe = probe.clone();
+            let work = Work::new(&probe).gated(&gates).plan(|i| match i {
+                1 => Step {
+                    spin_until_yielded: Some(1),
+                    ..Step::default()
+                },
+                _ => Step::default(),
+            });
+            tokio::spawn(async move {
+                let mut flow = build(op, 2, None, source(oks(2), &probe), work);
+                drain(&mut flow, &probe).await
+            })
+        };
+        eventually("both jobs started", || probe.started() == 2).await;
+        // Long enough for the consumer to stop looking again at once and register its
+        // waker (a setup step, not a measurement: the test asserts no duration).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        keys.open(0);
+        keys.open(1);
+        let out = within("the spawned consumer", consumer).await.unwrap();
+        assert_eq!(probe.gave_up(), 0, "job 0's result waited behind job 1's poll");
+        assert_eq!(sorted(out), sequential(&oks(2)));
+    }
+}
