@@ -87,7 +87,20 @@
 //! the consumer's task, so they never run in parallel. flowgate's operators run the work
 //! as tasks on the runtime: it progresses on its own and in parallel, dropping the stream
 //! cancels it, a panic in one job reaches the consumer at its position (in input order,
-//! after the results before it), and a zero limit is rejected at once. The cost is a handoff per item, amortized in batches.
+//! after the results before it), and a zero limit is rejected at once. The cost is a
+//! handoff per item, amortized in batches: about 2x `buffer_unordered` per trivial job
+//! (see BENCHMARKS.md in the repository).
+//!
+//! # What runs where
+//!
+//! The async operators run their futures on a few driver tasks of the caller's runtime
+//! (about one per worker, never more than `limit`), not one task per item. On a
+//! multi-thread runtime, quick jobs run on the consumer's own worker; while jobs keep
+//! being queued, one driver stands by on another worker (a task that yields between
+//! looks, so that worker's other tasks still run) and takes any job that has waited
+//! 20 µs behind a long poll; it parks 100 µs after the queue was last seen non-empty, or
+//! at once when the consumer waits with nothing queued. The blocking operators run
+//! their closures in short-lived loops on tokio's blocking pool, at most `limit` at once.
 //!
 //! # Bounds on types
 //!

@@ -277,8 +277,8 @@ struct Driver<Fut: Future> {
     ordered: bool,
     /// A failure is among the finished results not yet handed over.
     failed: bool,
-    /// While standing by: when it last saw a job queued.
-    busy_seen: Option<Instant>,
+    /// While standing by: since when it has seen the queue empty.
+    idle_since: Option<Instant>,
     /// Whether the runtime has other workers (which may run a task this one wakes).
     other_workers: bool,
 }
@@ -348,16 +348,16 @@ where
     /// (and a job woken meanwhile wakes a driver), so then it parks at once. Measured in
     /// real time: tokio's paused clock does not advance while a task keeps yielding.
     fn keeps_standing(&mut self, queued: bool) -> bool {
-        let now = Instant::now();
         if queued {
-            self.busy_seen = Some(now);
+            self.idle_since = None;
             return true;
         }
         if self.shared.consumer_waiting.load(Ordering::Relaxed) {
             return false;
         }
-        let seen = *self.busy_seen.get_or_insert(now);
-        now.duration_since(seen) < DRIVER_LINGER
+        let now = Instant::now();
+        let since = *self.idle_since.get_or_insert(now);
+        now.duration_since(since) < DRIVER_LINGER
     }
 
     /// Polls one job. Returns the slot when it finished.
@@ -513,7 +513,7 @@ where
                 if take {
                     let slot = shared.pop(&mut run).expect("the queue has a front job");
                     this.set_role(&mut run, Role::Active);
-                    this.busy_seen = None;
+                    this.idle_since = None;
                     // Jobs left behind need a driver standing by before this one starts
                     // a poll that may be long. The helper is woken into this worker's
                     // LIFO slot, which no other worker may steal, so this driver yields
@@ -547,7 +547,7 @@ where
                     // The queue is empty here: a standing-by driver keeps standing while
                     // a job is queued, and any other takes it.
                     this.set_role(&mut run, Role::Idle);
-                    this.busy_seen = None;
+                    this.idle_since = None;
                     run.parked.push((this.id, cx.waker().clone()));
                     this.parked = true;
                     return Poll::Pending;
@@ -799,7 +799,7 @@ where
                 is_failure: self.is_failure.unwrap_or(|_| false),
                 ordered: self.ordered,
                 failed: false,
-                busy_seen: None,
+                idle_since: None,
                 other_workers: self.workers > 1,
             });
         }
