@@ -428,3 +428,29 @@ async_ops! {
         assert_eq!(sorted(out), sequential(&oks(2)));
     }
 }
+
+all_ops! {
+    #[tokio::test]
+    async fn a_place_freed_while_no_job_runs_is_filled_at_once(op: Op) {
+        // All 16 jobs finish while the consumer looks away. Taking results back, the
+        // consumer is behind (results wait to be yielded), but no job runs: a freed place
+        // must start a job in the next poll, not wait for a refill batch of free places.
+        let probe = Probe::new();
+        let work = Work::new(&probe);
+        let mut flow = build(op, 16, None, source(oks(40), &probe), work);
+        assert!(poll_once(&mut flow, &probe).await.is_pending());
+        assert_eq!(probe.pulled(), 16);
+        eventually("all 16 jobs finished", || probe.completed() == 16).await;
+        let mut out = Vec::new();
+        out.extend(next(&mut flow, &probe).await);
+        assert_eq!(probe.pulled(), 16, "nothing was free before the first result left");
+        out.extend(next(&mut flow, &probe).await);
+        assert_eq!(
+            probe.pulled(),
+            17,
+            "the place freed by the first result waited for more places to be freed"
+        );
+        out.extend(drain(&mut flow, &probe).await);
+        assert_eq!(sorted(out), sequential(&oks(40)));
+    }
+}
