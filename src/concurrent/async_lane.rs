@@ -11,9 +11,11 @@
 //! On a multi-thread runtime, quick jobs stay on one worker: the consumer's batch wakes a
 //! parked driver into its own worker's LIFO slot, and that *active* driver takes the
 //! whole batch. Another driver *stands by* on the other worker, spinning on two atomics
-//! that change about once per batch: it takes a job only once the job has waited
-//! `STANDBY_AGE` in the queue (the active drivers are busy in long polls), so no job
-//! waits long behind a long poll, and no thread sleeps and is woken per batch.
+//! that change about once per batch: it takes a job only once the job's batch has stood
+//! `STANDBY_AGE` at the front of the queue under its eyes (the active drivers are busy
+//! in long polls), so no job waits long behind a long poll, and no thread sleeps and is
+//! woken per batch. Queuing a job reads no clock: the driver standing by times the
+//! front itself.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -56,8 +58,9 @@ type FutureBox<Fut> = Pin<Box<Option<Fut>>>;
 struct Slot<Fut: Future> {
     shared: Arc<Shared<Fut>>,
     state: AtomicU8,
-    /// When the slot was last queued (see `Shared::stamp`); written before it is queued.
-    queued_at: AtomicU64,
+    /// The push that last queued the slot (see `RunQueue::pushes`), written under the run
+    /// queue's lock as it is queued.
+    queued_in: AtomicU64,
     cell: Mutex<Cell<Fut>>,
 }
 
@@ -72,7 +75,6 @@ struct Shared<Fut: Future> {
     run: Mutex<RunQueue<Fut>>,
     /// What a standing-by driver watches, on a cache line of its own.
     watch: Watch,
-    epoch: Instant,
     exchange: Mutex<Exchange<Fut>>,
     /// Jobs at this position or later are cancelled.
     cutoff: AtomicU64,
@@ -94,9 +96,9 @@ struct Shared<Fut: Future> {
 /// driver and the consumer down on their fields.
 #[repr(align(128))]
 struct Watch {
-    /// When the job at the front of the run queue was queued (a stamp), or 0 while the
-    /// queue is empty.
-    front_since: AtomicU64,
+    /// The push that queued the job at the front of the run queue, or 0 while the queue
+    /// is empty. A standing-by driver times how long one push stays at the front.
+    front_push: AtomicU64,
     /// `RunQueue::active`.
     active: AtomicUsize,
 }
@@ -108,10 +110,11 @@ enum Role {
     Idle,
     /// Takes queued jobs at once.
     Active,
-    /// Awake with nothing to do, watching the queue: takes a job once it has waited
-    /// `STANDBY_AGE` (the active drivers are busy in long polls), or at once when no
-    /// driver is active. Spinning on another worker, it costs the consumer's worker
-    /// nothing, and no job waits behind a long poll for longer than `STANDBY_AGE`.
+    /// Awake with nothing to do, watching the queue: takes a job once its batch has
+    /// stood `STANDBY_AGE` at the front (the active drivers are busy in long polls), or
+    /// at once when no driver is active. Spinning on another worker, it costs the
+    /// consumer's worker nothing, and no job waits behind a long poll much longer than
+    /// `STANDBY_AGE`.
     Standby,
 }
 
@@ -127,8 +130,10 @@ struct RunQueue<Fut: Future> {
     active: usize,
     /// Drivers standing by, or woken to.
     standby: usize,
-    /// The value of `Watch::front_since`, to write it only when it changes.
-    front_since: u64,
+    /// Pushes so far (a batch handed over is one push; a job woken is one).
+    pushes: u64,
+    /// The value of `Watch::front_push`, to write it only when it changes.
+    front_push: u64,
     /// Whether drivers stand by: on multi-thread runtimes only (set at bind).
     standby_enabled: bool,
 }
@@ -143,32 +148,26 @@ impl<Fut: Future> Shared<Fut> {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// The time to queue a job with. Only standing-by drivers read it, so a runtime
-    /// without them (`standby_enabled` false) does not read the clock.
-    fn stamp(&self, standby_enabled: bool) -> u64 {
-        if standby_enabled {
-            self.epoch.elapsed().as_nanos() as u64 + 1
-        } else {
-            1
-        }
-    }
-
-    /// Whether a job queued at `since` (a stamp) has waited `STANDBY_AGE`.
-    fn has_waited(&self, since: u64) -> bool {
-        since != 0
-            && self.epoch.elapsed().as_nanos() as u64 + 1 >= since + STANDBY_AGE.as_nanos() as u64
-    }
-
-    /// Publishes the stamp of the queue's front job, if it changed.
+    /// Publishes the push of the queue's front job, if it changed.
     fn watch_front(&self, run: &mut RunQueue<Fut>) {
         let front = run
             .queue
             .front()
-            .map_or(0, |slot| slot.queued_at.load(Ordering::Relaxed));
-        if front != run.front_since {
-            run.front_since = front;
-            self.watch.front_since.store(front, Ordering::Release);
+            .map_or(0, |slot| slot.queued_in.load(Ordering::Relaxed));
+        if front != run.front_push {
+            run.front_push = front;
+            self.watch.front_push.store(front, Ordering::Release);
         }
+    }
+
+    /// Queues `slots` in one push.
+    fn push(&self, run: &mut RunQueue<Fut>, slots: &mut VecDeque<Arc<Slot<Fut>>>) {
+        run.pushes += 1;
+        for slot in slots.iter() {
+            slot.queued_in.store(run.pushes, Ordering::Relaxed);
+        }
+        run.queue.append(slots);
+        self.watch_front(run);
     }
 
     fn pop(&self, run: &mut RunQueue<Fut>) -> Option<Arc<Slot<Fut>>> {
@@ -220,9 +219,8 @@ impl<Fut: Future> Shared<Fut> {
         if self.is_closed() {
             return;
         }
-        if run.standby_enabled {
-            slot.queued_at.store(self.stamp(true), Ordering::Relaxed);
-        }
+        run.pushes += 1;
+        slot.queued_in.store(run.pushes, Ordering::Relaxed);
         run.queue.push_back(slot);
         self.watch_front(&mut run);
         let (active, standby) = self.wake_for_work(&mut run);
@@ -279,6 +277,8 @@ struct Driver<Fut: Future> {
     failed: bool,
     /// While standing by: since when it has seen the queue empty.
     idle_since: Option<Instant>,
+    /// While standing by: the push it saw at the front of the queue, and since when.
+    front_seen: Option<(u64, Instant)>,
     /// Whether the runtime has other workers (which may run a task this one wakes).
     other_workers: bool,
 }
@@ -337,6 +337,23 @@ where
             self.shared.set_active(run, active);
         }
         self.role = role;
+    }
+
+    /// Whether the jobs of `front` (a push, 0 for none) have waited `STANDBY_AGE` at the
+    /// front of the queue, as far as this driver has watched: timed from when it first
+    /// saw that push there, so pushing jobs costs no clock reading.
+    fn has_waited(&mut self, front: u64) -> bool {
+        if front == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        match self.front_seen {
+            Some((push, since)) if push == front => now.duration_since(since) >= STANDBY_AGE,
+            _ => {
+                self.front_seen = Some((front, now));
+                false
+            }
+        }
     }
 
     /// Whether to go on standing by, given whether a job is queued now.
@@ -479,10 +496,9 @@ where
             if this.role == Role::Standby {
                 // Without the lock: nothing to take while the queue is empty, or while
                 // its front job is young and another driver is active.
-                let front = shared.watch.front_since.load(Ordering::Acquire);
+                let front = shared.watch.front_push.load(Ordering::Acquire);
                 let nothing_to_take = front == 0
-                    || (shared.watch.active.load(Ordering::Relaxed) > 0
-                        && !shared.has_waited(front));
+                    || (shared.watch.active.load(Ordering::Relaxed) > 0 && !this.has_waited(front));
                 if nothing_to_take && !shared.is_closed() && this.keeps_standing(front != 0) {
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
@@ -507,7 +523,7 @@ where
                     Some(slot) => {
                         this.role != Role::Standby
                             || run.active == 0
-                            || shared.has_waited(slot.queued_at.load(Ordering::Relaxed))
+                            || this.has_waited(slot.queued_in.load(Ordering::Relaxed))
                     }
                 };
                 if take {
@@ -566,7 +582,7 @@ where
             let woke_helper = shared.helper_wakes.load(Ordering::Relaxed) != wakes_before;
             let woke_consumer = woke_consumer
                 && this.other_workers
-                && shared.watch.front_since.load(Ordering::Relaxed) != 0;
+                && shared.watch.front_push.load(Ordering::Relaxed) != 0;
             if woke_helper
                 || woke_consumer
                 || polls >= POLLS_PER_TURN
@@ -609,14 +625,14 @@ impl<Fut: Future> AsyncLane<Fut> {
                     woken_as: Vec::new(),
                     active: 0,
                     standby: 0,
-                    front_since: 0,
+                    pushes: 0,
+                    front_push: 0,
                     standby_enabled: false,
                 }),
                 watch: Watch {
-                    front_since: AtomicU64::new(0),
+                    front_push: AtomicU64::new(0),
                     active: AtomicUsize::new(0),
                 },
-                epoch: Instant::now(),
                 exchange: Mutex::new(Exchange {
                     finished: Vec::new(),
                     consumer: None,
@@ -644,8 +660,7 @@ impl<Fut: Future> AsyncLane<Fut> {
         let slot = Arc::new(Slot {
             shared: Arc::clone(&self.shared),
             state: AtomicU8::new(DONE),
-            // Without drivers standing by, stamps only need to be non-zero.
-            queued_at: AtomicU64::new(1),
+            queued_in: AtomicU64::new(0),
             cell: Mutex::new(Cell {
                 future: Some(Box::pin(None)),
                 index: 0,
@@ -765,18 +780,11 @@ where
             .handle
             .as_ref()
             .expect("flowgate: the lane is bound at the first poll");
-        if self.workers > 1 {
-            let at = self.shared.stamp(true);
-            for slot in &self.starting {
-                slot.queued_at.store(at, Ordering::Relaxed);
-            }
-        }
         let mut run = lock(&self.shared.run);
         if self.shared.is_closed() {
             return false;
         }
-        run.queue.append(&mut self.starting);
-        self.shared.watch_front(&mut run);
+        self.shared.push(&mut run, &mut self.starting);
         // An active driver takes the whole batch, and one standing by takes what waits
         // behind a long poll; a parked driver is woken only for a role nobody holds, so
         // a stream of batches of trivial jobs costs no wake-up at all.
@@ -800,6 +808,7 @@ where
                 ordered: self.ordered,
                 failed: false,
                 idle_since: None,
+                front_seen: None,
                 other_workers: self.workers > 1,
             });
         }

@@ -53,6 +53,8 @@ struct State<O> {
     may_linger: bool,
     multi_worker: bool,
     lingering_since: Option<Instant>,
+    /// Looks taken in the current spin.
+    lingering_looks: u32,
     waiting_since: Option<Instant>,
 }
 
@@ -90,6 +92,7 @@ impl<St, M, L, O> Engine<St, M, L, O> {
                 may_linger: false,
                 multi_worker: false,
                 lingering_since: None,
+                lingering_looks: 0,
                 waiting_since: None,
             },
         }
@@ -126,6 +129,8 @@ impl<St, M, L, O> Engine<St, M, L, O> {
 
 /// How long the consumer spins for results before it waits (multi-thread runtimes only).
 const CONSUMER_LINGER: Duration = Duration::from_micros(100);
+/// Looks at the lane a spin takes before it starts to time itself.
+const FREE_LOOKS: u32 = 16;
 /// A wait longer than this means results are slow to come: the consumer stops spinning.
 const LONG_WAIT: Duration = Duration::from_micros(500);
 
@@ -179,14 +184,26 @@ impl<O> State<O> {
     /// thread to sleep and the result's arrival wakes it, which costs far more than a
     /// trivial job. So while jobs run and recent waits were short, the consumer yields and
     /// looks again for up to `CONSUMER_LINGER` before it waits. Measured in real time,
-    /// since tokio's paused clock does not advance while a task keeps yielding.
+    /// since tokio's paused clock does not advance while a task keeps yielding; the first
+    /// `FREE_LOOKS` looks go unmeasured, since most spins end within them and reading the
+    /// clock costs about as much as a trivial job.
     fn lingers(&mut self) -> bool {
         if !self.may_linger || self.running == 0 {
             return false;
         }
+        self.lingering_looks += 1;
+        if self.lingering_looks <= FREE_LOOKS {
+            return true;
+        }
         let now = Instant::now();
         let since = *self.lingering_since.get_or_insert(now);
         now.duration_since(since) < CONSUMER_LINGER
+    }
+
+    /// A spin is over: the next one starts afresh.
+    fn stop_lingering(&mut self) {
+        self.lingering_looks = 0;
+        self.lingering_since = None;
     }
 
     /// Called at each poll: learns from the length of the wait that just ended.
@@ -342,7 +359,7 @@ where
             }
             if let Some(outcome) = state.exit.pop() {
                 state.yields_since_collect += 1;
-                state.lingering_since = None;
+                state.stop_lingering();
                 coop.made_progress();
                 return Poll::Ready(state.deliver(lane, outcome));
             }
@@ -355,7 +372,7 @@ where
                 return Poll::Pending;
             }
             if registered || !state.collect(lane, Some(cx.waker())) {
-                state.lingering_since = None;
+                state.stop_lingering();
                 if state.multi_worker {
                     state.waiting_since = Some(Instant::now());
                 }
