@@ -148,8 +148,12 @@ impl<Fut: Future> Shared<Fut> {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Publishes the push of the queue's front job, if it changed.
+    /// Publishes the push of the queue's front job, if it changed (only where a driver
+    /// stands by to read it).
     fn watch_front(&self, run: &mut RunQueue<Fut>) {
+        if !run.standby_enabled {
+            return;
+        }
         let front = run
             .queue
             .front()
@@ -160,11 +164,14 @@ impl<Fut: Future> Shared<Fut> {
         }
     }
 
-    /// Queues `slots` in one push.
+    /// Queues `slots` in one push. Pushes are numbered only where a driver stands by to
+    /// watch them.
     fn push(&self, run: &mut RunQueue<Fut>, slots: &mut VecDeque<Arc<Slot<Fut>>>) {
-        run.pushes += 1;
-        for slot in slots.iter() {
-            slot.queued_in.store(run.pushes, Ordering::Relaxed);
+        if run.standby_enabled {
+            run.pushes += 1;
+            for slot in slots.iter() {
+                slot.queued_in.store(run.pushes, Ordering::Relaxed);
+            }
         }
         run.queue.append(slots);
         self.watch_front(run);
@@ -219,8 +226,10 @@ impl<Fut: Future> Shared<Fut> {
         if self.is_closed() {
             return;
         }
-        run.pushes += 1;
-        slot.queued_in.store(run.pushes, Ordering::Relaxed);
+        if run.standby_enabled {
+            run.pushes += 1;
+            slot.queued_in.store(run.pushes, Ordering::Relaxed);
+        }
         run.queue.push_back(slot);
         self.watch_front(&mut run);
         let (active, standby) = self.wake_for_work(&mut run);
