@@ -781,7 +781,7 @@ where
         self.starting.push_back(slot);
     }
 
-    fn flush(&mut self) -> bool {
+    fn flush(&mut self, busy_ahead: bool) -> bool {
         if self.starting.is_empty() {
             return false;
         }
@@ -802,7 +802,9 @@ where
         drop(run);
         // A driver woken from here sits in this worker's LIFO slot until the consumer's
         // task yields. With a driver standing by (on another worker, as a rule), jobs
-        // never wait for that; without one, the consumer yields once.
+        // never wait long for that; without one, the consumer yields once. It also
+        // yields when it will be busy yielding results for a while: the jobs would wait
+        // long enough for the standing-by driver to take them, on another core.
         let woke = active.is_some() || standby.is_some();
         wake(active, standby);
         while self.unspawned_drivers > 0 {
@@ -821,7 +823,7 @@ where
                 other_workers: self.workers > 1,
             });
         }
-        woke && !watched && self.workers > 1
+        (busy_ahead || (woke && !watched)) && self.workers > 1
     }
 
     fn consumer_may_linger(&self) -> bool {

@@ -192,7 +192,7 @@ where
         self.starting.push((index, job));
     }
 
-    fn flush(&mut self) -> bool {
+    fn flush(&mut self, _busy_ahead: bool) -> bool {
         if self.starting.is_empty() {
             return false;
         }

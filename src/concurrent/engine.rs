@@ -129,6 +129,10 @@ impl<St, M, L, O> Engine<St, M, L, O> {
 
 /// How long the consumer spins for results before it waits (multi-thread runtimes only).
 const CONSUMER_LINGER: Duration = Duration::from_micros(100);
+/// Results still to yield that keep the consumer busy long enough (some microseconds)
+/// for a batch it hands over to be worth a yield, so that the driver it woke (kept on
+/// this worker) runs at once rather than a standing-by one on another worker.
+const BUSY_AHEAD: usize = 128;
 /// Looks at the lane a spin takes before it starts to time itself.
 const FREE_LOOKS: u32 = 16;
 /// A wait longer than this means results are slow to come: the consumer stops spinning.
@@ -284,7 +288,9 @@ impl<O> State<O> {
                 Poll::Pending => break,
             }
         }
-        lane.flush()
+        // Results finished and not yet yielded: with many of them, the consumer will be
+        // busy yielding for a while before it next waits.
+        lane.flush(self.held - self.running >= BUSY_AHEAD)
     }
 
     /// Hands a result to the consumer; a failure ends the stream, a panic re-raises.

@@ -79,7 +79,10 @@ pub(crate) trait Lane {
     /// Returns `true` when the caller should yield once before going on: it woke a worker
     /// task that tokio keeps on the caller's thread (in its LIFO slot, which no other
     /// worker may steal) until the caller's task yields.
-    fn flush(&mut self) -> bool;
+    ///
+    /// `busy_ahead` says that the consumer still has many results to yield before it
+    /// next waits: jobs it hands over now would wait that long for a driver it woke.
+    fn flush(&mut self, busy_ahead: bool) -> bool;
     /// Moves finished results into `into`. With a waker and nothing finished, registers it
     /// to be woken when something finishes.
     fn collect(
