@@ -167,12 +167,7 @@ impl<Fut: Future> Shared<Fut> {
     /// Queues `slots` in one push. Pushes are numbered only where a driver stands by to
     /// watch them.
     fn push(&self, run: &mut RunQueue<Fut>, slots: &mut VecDeque<Arc<Slot<Fut>>>) {
-        if run.standby_enabled {
-            run.pushes += 1;
-            for slot in slots.iter() {
-                slot.queued_in.store(run.pushes, Ordering::Relaxed);
-            }
-        }
+        number_push(run, slots.iter());
         run.queue.append(slots);
         self.watch_front(run);
     }
@@ -183,9 +178,27 @@ impl<Fut: Future> Shared<Fut> {
         Some(slot)
     }
 
-    fn set_active(&self, run: &mut RunQueue<Fut>, active: usize) {
-        run.active = active;
-        self.watch.active.store(active, Ordering::Relaxed);
+    /// Counts a driver into `role` (`joins`) or out of it, keeping `Watch::active` in
+    /// step with `RunQueue::active`.
+    fn count(&self, run: &mut RunQueue<Fut>, role: Role, joins: bool) {
+        match role {
+            Role::Active => {
+                run.active = if joins {
+                    run.active + 1
+                } else {
+                    run.active - 1
+                };
+                self.watch.active.store(run.active, Ordering::Relaxed);
+            }
+            Role::Standby => {
+                run.standby = if joins {
+                    run.standby + 1
+                } else {
+                    run.standby - 1
+                };
+            }
+            Role::Idle => {}
+        }
     }
 
     /// Wakes a parked driver with `role`, counting it at once. Returns its waker, to be
@@ -193,11 +206,7 @@ impl<Fut: Future> Shared<Fut> {
     fn unpark(&self, run: &mut RunQueue<Fut>, role: Role) -> Option<Waker> {
         let (id, waker) = run.parked.pop()?;
         run.woken_as[id] = role;
-        match role {
-            Role::Active => self.set_active(run, run.active + 1),
-            Role::Standby => run.standby += 1,
-            Role::Idle => {}
-        }
+        self.count(run, role, true);
         Some(waker)
     }
 
@@ -226,10 +235,7 @@ impl<Fut: Future> Shared<Fut> {
         if self.is_closed() {
             return;
         }
-        if run.standby_enabled {
-            run.pushes += 1;
-            slot.queued_in.store(run.pushes, Ordering::Relaxed);
-        }
+        number_push(&mut run, [&slot]);
         run.queue.push_back(slot);
         self.watch_front(&mut run);
         let (active, standby) = self.wake_for_work(&mut run);
@@ -331,20 +337,8 @@ where
         if self.role == role {
             return;
         }
-        let mut active = run.active;
-        match self.role {
-            Role::Active => active -= 1,
-            Role::Standby => run.standby -= 1,
-            Role::Idle => {}
-        }
-        match role {
-            Role::Active => active += 1,
-            Role::Standby => run.standby += 1,
-            Role::Idle => {}
-        }
-        if active != run.active {
-            self.shared.set_active(run, active);
-        }
+        self.shared.count(run, self.role, false);
+        self.shared.count(run, role, true);
         self.role = role;
     }
 
@@ -464,6 +458,19 @@ where
             // Woken while it ran (NOTIFIED): it goes to the back of the queue.
             slot.state.store(SCHEDULED, Ordering::Release);
             self.shared.schedule(Arc::clone(slot));
+        }
+    }
+}
+
+/// Gives the slots about to be queued together the number of a new push.
+fn number_push<'a, Fut: Future + 'a>(
+    run: &mut RunQueue<Fut>,
+    slots: impl IntoIterator<Item = &'a Arc<Slot<Fut>>>,
+) {
+    if run.standby_enabled {
+        run.pushes += 1;
+        for slot in slots {
+            slot.queued_in.store(run.pushes, Ordering::Relaxed);
         }
     }
 }

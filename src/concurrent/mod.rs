@@ -76,12 +76,13 @@ pub(crate) trait Lane {
     fn start(&mut self, index: u64, job: Self::Job);
     /// Hands every queued job over to the workers, with one wake-up.
     ///
-    /// Returns `true` when the caller should yield once before going on: it woke a worker
-    /// task that tokio keeps on the caller's thread (in its LIFO slot, which no other
-    /// worker may steal) until the caller's task yields.
+    /// Returns `true` when the caller should yield once before going on: a worker task
+    /// that takes the jobs sits on the caller's thread (in its LIFO slot, which no other
+    /// worker may steal) until the caller's task yields, and nothing else would take
+    /// them soon enough.
     ///
     /// `busy_ahead` says that the consumer still has many results to yield before it
-    /// next waits: jobs it hands over now would wait that long for a driver it woke.
+    /// next waits: jobs it hands over now would wait that long for the driver it woke.
     fn flush(&mut self, busy_ahead: bool) -> bool;
     /// Moves finished results into `into`. With a waker and nothing finished, registers it
     /// to be woken when something finishes.

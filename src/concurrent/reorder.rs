@@ -31,6 +31,11 @@ pub(crate) enum Cancel {
     From(u64),
 }
 
+/// Whether the place at `offset` from the front holds a result.
+fn place_filled<O>(places: &VecDeque<Option<Outcome<O>>>, offset: usize) -> bool {
+    matches!(places.get(offset), Some(Some(_)))
+}
+
 impl<O> Exit<O> {
     pub(crate) fn new(ordered: bool) -> Self {
         if ordered {
@@ -108,7 +113,7 @@ impl<O> Exit<O> {
     /// Whether a result may leave now.
     pub(crate) fn has_ready(&self) -> bool {
         match self {
-            Exit::Ordered { places, .. } => matches!(places.front(), Some(Some(_))),
+            Exit::Ordered { places, .. } => place_filled(places, 0),
             Exit::Unordered { ready, failure } => failure.is_some() || !ready.is_empty(),
         }
     }
@@ -117,9 +122,7 @@ impl<O> Exit<O> {
     /// lane.
     pub(crate) fn has_backlog(&self) -> bool {
         match self {
-            Exit::Ordered { places, .. } => {
-                matches!(places.front(), Some(Some(_))) && matches!(places.get(1), Some(Some(_)))
-            }
+            Exit::Ordered { places, .. } => place_filled(places, 0) && place_filled(places, 1),
             Exit::Unordered { ready, .. } => ready.len() >= 2,
         }
     }
@@ -130,7 +133,7 @@ impl<O> Exit<O> {
             Exit::Ordered {
                 next_out, places, ..
             } => {
-                if !matches!(places.front(), Some(Some(_))) {
+                if !place_filled(places, 0) {
                     return None;
                 }
                 *next_out += 1;
