@@ -10,12 +10,13 @@
 //!
 //! On a multi-thread runtime, quick jobs stay on one worker: the consumer's batch wakes a
 //! parked driver into its own worker's LIFO slot, and that *active* driver takes the
-//! whole batch. Another driver *stands by* on the other worker, spinning on two atomics
-//! that change about once per batch: it takes a job only once the job's batch has stood
-//! `STANDBY_AGE` at the front of the queue under its eyes (the active drivers are busy
-//! in long polls), so no job waits long behind a long poll, and no thread sleeps and is
-//! woken per batch. Queuing a job reads no clock: the driver standing by times the
-//! front itself.
+//! whole batch. Another driver *stands by* on the other worker, looking every
+//! `STANDBY_LOOK_EVERY` at two atomics that change about once per batch: it takes a job
+//! only once the job's batch has stood `STANDBY_AGE` at the front of the queue under its
+//! eyes (the active drivers are busy in long polls), so no job waits long behind a long
+//! poll, and no thread sleeps and is woken per batch. Between looks it touches nothing
+//! another core writes, so the hand-offs on the consumer's worker pay no cache misses.
+//! Queuing a job reads no clock: the driver standing by times the front itself.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -36,6 +37,18 @@ const DRIVER_LINGER: Duration = Duration::from_micros(100);
 /// How long a job may wait in the queue, while another driver is active, before a
 /// standing-by driver takes it: longer means the active driver is busy in a long poll.
 const STANDBY_AGE: Duration = Duration::from_micros(20);
+/// How often a standing-by driver looks at the queue.
+///
+/// Between looks it touches nothing that another core writes. Each look reads what the
+/// consumer and the active driver write about once per batch, and each turn through
+/// tokio's scheduler (a yield) writes a word that every worker shares: a standby that
+/// looked and yielded at every turn, some tens of nanoseconds apart, would pull those
+/// cache lines to its core between each of their writes, and every hand-off cycle on
+/// the consumer's worker would pay cache misses.
+const STANDBY_LOOK_EVERY: Duration = Duration::from_micros(5);
+/// A standing-by driver polled again within this long of its yield had a worker with
+/// nothing else to run: it may wait there for its next look instead of yielding again.
+const BACK_AT_ONCE: Duration = Duration::from_micros(1);
 
 // A slot's life: IDLE (waiting for a wake) -> SCHEDULED (on the run queue) -> RUNNING
 // (a driver polls it) -> IDLE again, or DONE (finished or cancelled; free for reuse).
@@ -112,9 +125,9 @@ enum Role {
     Active,
     /// Awake with nothing to do, watching the queue: takes a job once its batch has
     /// stood `STANDBY_AGE` at the front (the active drivers are busy in long polls), or
-    /// at once when no driver is active. Spinning on another worker, it costs the
-    /// consumer's worker nothing, and no job waits behind a long poll much longer than
-    /// `STANDBY_AGE`.
+    /// at once when no driver is active. Spinning on another worker and looking only
+    /// every `STANDBY_LOOK_EVERY`, it costs the consumer's worker nothing, and no job
+    /// waits behind a long poll much longer than `STANDBY_AGE + 2 * STANDBY_LOOK_EVERY`.
     Standby,
 }
 
@@ -294,6 +307,10 @@ struct Driver<Fut: Future> {
     idle_since: Option<Instant>,
     /// While standing by: the push it saw at the front of the queue, and since when.
     front_seen: Option<(u64, Instant)>,
+    /// While standing by: when it last looked at the queue.
+    looked_at: Option<Instant>,
+    /// While standing by: when it last yielded to the runtime.
+    yielded_at: Option<Instant>,
     /// Whether the runtime has other workers (which may run a task this one wakes).
     other_workers: bool,
 }
@@ -462,6 +479,25 @@ where
     }
 }
 
+/// Whether a standing-by driver that last looked at the queue at `looked`, and last
+/// yielded at `yielded`, should look again now.
+///
+/// On a worker with nothing else to run (its yield came straight back) it waits for the
+/// look in place, at most `STANDBY_LOOK_EVERY`, without going through the scheduler; on
+/// a worker with other tasks it returns at once, so they run.
+fn look_due(looked: Instant, yielded: Option<Instant>) -> bool {
+    let mut now = Instant::now();
+    let idle_worker = yielded.is_some_and(|at| now.duration_since(at) < BACK_AT_ONCE);
+    while now.duration_since(looked) < STANDBY_LOOK_EVERY {
+        if !idle_worker {
+            return false;
+        }
+        std::hint::spin_loop();
+        now = Instant::now();
+    }
+    true
+}
+
 /// Gives the slots about to be queued together the number of a new push.
 fn number_push<'a, Fut: Future + 'a>(
     run: &mut RunQueue<Fut>,
@@ -510,6 +546,15 @@ where
         let mut polls = 0;
         loop {
             if this.role == Role::Standby {
+                // Between looks, touch nothing the consumer or the active driver writes.
+                if let Some(looked) = this.looked_at {
+                    if !look_due(looked, this.yielded_at) {
+                        this.yielded_at = Some(Instant::now());
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                }
+                this.looked_at = Some(Instant::now());
                 // Without the lock: nothing to take while the queue is empty, or while
                 // its front job is young and another driver is active.
                 let front = shared.watch.front_push.load(Ordering::Acquire);
@@ -827,6 +872,8 @@ where
                 failed: false,
                 idle_since: None,
                 front_seen: None,
+                looked_at: None,
+                yielded_at: None,
                 other_workers: self.workers > 1,
             });
         }
@@ -846,10 +893,13 @@ where
         {
             let mut exchange = lock(&self.shared.exchange);
             mem::swap(&mut exchange.finished, &mut self.taken);
+            // Written only when it changes: a driver standing by on another core reads it.
             let waiting = self.taken.is_empty() && waker.is_some();
-            self.shared
-                .consumer_waiting
-                .store(waiting, Ordering::Relaxed);
+            if self.shared.consumer_waiting.load(Ordering::Relaxed) != waiting {
+                self.shared
+                    .consumer_waiting
+                    .store(waiting, Ordering::Relaxed);
+            }
             if self.taken.is_empty() {
                 if let Some(waker) = waker {
                     match &exchange.consumer {
@@ -891,5 +941,34 @@ where
 impl<Fut: Future> Drop for AsyncLane<Fut> {
     fn drop(&mut self) {
         self.shut();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_standby_with_other_tasks_on_its_worker_does_not_wait_for_its_look() {
+        // Yielded long ago: other tasks ran in between. The look is not due for a while.
+        let looked = Instant::now() + Duration::from_secs(60);
+        let yielded = Instant::now().checked_sub(Duration::from_secs(1));
+        assert!(!look_due(looked, yielded));
+        assert!(!look_due(looked, None));
+    }
+
+    #[test]
+    fn a_standby_alone_on_its_worker_waits_in_place_for_its_look() {
+        let looked = Instant::now();
+        let yielded = Some(Instant::now());
+        assert!(look_due(looked, yielded));
+        assert!(looked.elapsed() >= STANDBY_LOOK_EVERY);
+    }
+
+    #[test]
+    fn a_look_is_due_once_the_interval_has_passed() {
+        let looked = Instant::now().checked_sub(STANDBY_LOOK_EVERY);
+        let looked = looked.expect("the clock is past its start");
+        assert!(look_due(looked, None));
     }
 }
