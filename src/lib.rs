@@ -96,10 +96,11 @@
 //! The async operators run their futures on a few driver tasks of the caller's runtime
 //! (about one per worker, never more than `limit`), not one task per item. On a
 //! multi-thread runtime, quick jobs run on the consumer's own worker; while jobs keep
-//! being queued, one driver stands by on another worker (a task that yields between
-//! looks, so that worker's other tasks still run) and takes any job that has waited
-//! 20 µs behind a long poll; it parks 100 µs after the queue was last seen non-empty, or
-//! at once when the consumer waits with nothing queued. The blocking operators run
+//! being queued, one driver stands by on another worker and takes any job that has
+//! waited 20 µs behind a long poll. It looks at the queue every 5 µs: on a worker with
+//! other tasks it yields between looks, so they run; on an otherwise idle worker it
+//! waits for its next look in place. It parks 100 µs after the queue was last seen
+//! non-empty, or at once when the consumer waits with nothing queued. The blocking operators run
 //! their closures in short-lived loops on tokio's blocking pool, at most `limit` at once.
 //!
 //! # Bounds on types

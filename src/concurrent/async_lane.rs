@@ -311,6 +311,10 @@ struct Driver<Fut: Future> {
     looked_at: Option<Instant>,
     /// While standing by: when it last yielded to the runtime.
     yielded_at: Option<Instant>,
+    /// Whether it looks only every `STANDBY_LOOK_EVERY` while standing by: where it has
+    /// a sibling. Jobs queued while no driver is active wake a parked one, so only a
+    /// lone driver must see them itself, at once.
+    paced: bool,
     /// Whether the runtime has other workers (which may run a task this one wakes).
     other_workers: bool,
 }
@@ -547,7 +551,7 @@ where
         loop {
             if this.role == Role::Standby {
                 // Between looks, touch nothing the consumer or the active driver writes.
-                if let Some(looked) = this.looked_at {
+                if let Some(looked) = this.looked_at.filter(|_| this.paced) {
                     if !look_due(looked, this.yielded_at) {
                         this.yielded_at = Some(Instant::now());
                         cx.waker().wake_by_ref();
@@ -859,6 +863,7 @@ where
         // long enough for the standing-by driver to take them, on another core.
         let woke = active.is_some() || standby.is_some();
         wake(active, standby);
+        let paced = self.unspawned_drivers > 1;
         while self.unspawned_drivers > 0 {
             self.unspawned_drivers -= 1;
             handle.spawn(Driver {
@@ -874,6 +879,7 @@ where
                 front_seen: None,
                 looked_at: None,
                 yielded_at: None,
+                paced,
                 other_workers: self.workers > 1,
             });
         }
