@@ -181,7 +181,12 @@ impl<Fut: Future> Shared<Fut> {
     /// watch them.
     fn push(&self, run: &mut RunQueue<Fut>, slots: &mut VecDeque<Arc<Slot<Fut>>>) {
         number_push(run, slots.iter());
-        run.queue.append(slots);
+        if run.queue.is_empty() {
+            // As a rule the drivers have emptied the queue: trade buffers, copy nothing.
+            mem::swap(&mut run.queue, slots);
+        } else {
+            run.queue.append(slots);
+        }
         self.watch_front(run);
     }
 

@@ -3,9 +3,13 @@
 //! alike. Prints the median and the minimum of the rounds, in ns per item.
 //!
 //! ```text
-//! interleaved [--flavor multi|current] [--items N] [--limit N] [--rounds N] WORKLOAD...
+//! interleaved [--flavor multi|current] [--items N] [--limit N[,N...]] [--rounds N] WORKLOAD...
 //! interleaved --items 1000000 --rounds 7 map_concurrent_unordered buffer_unordered
+//! interleaved --limit 8,64,512 map_concurrent_unordered map_concurrent
 //! ```
+//!
+//! With several limits, every round runs every workload at every limit, so the figures
+//! across limits are interleaved too.
 //!
 //! Workloads are the names of `flowgate_benches::AsyncWorkload` (`map_concurrent_unordered`,
 //! `map_concurrent`, `buffer_unordered`, `buffered`, `for_each_concurrent`, `spawn`,
@@ -20,8 +24,8 @@ use flowgate_benches::{
     current_thread_runtime, expected_sum, in_task, multi_thread_runtime, AsyncWorkload,
 };
 
-const USAGE: &str = "usage: interleaved [--flavor multi|current] [--items N] [--limit N] \
-    [--rounds N] WORKLOAD...";
+const USAGE: &str = "usage: interleaved [--flavor multi|current] [--items N] \
+    [--limit N[,N...]] [--rounds N] WORKLOAD...";
 
 fn number(value: Option<String>) -> Option<u64> {
     value?.replace('_', "").parse().ok().filter(|&n| n > 0)
@@ -30,7 +34,7 @@ fn number(value: Option<String>) -> Option<u64> {
 fn main() -> ExitCode {
     let mut multi = true;
     let mut items = 1_000_000u64;
-    let mut limit = 64usize;
+    let mut limits = vec![64usize];
     let mut rounds = 7usize;
     let mut workloads = Vec::new();
     let mut argv = std::env::args().skip(1);
@@ -48,7 +52,13 @@ fn main() -> ExitCode {
                 _ => None,
             },
             "--items" => number(argv.next()).map(|n| items = n),
-            "--limit" => number(argv.next()).map(|n| limit = n as usize),
+            "--limit" => argv.next().and_then(|list| {
+                let parsed: Option<Vec<usize>> = list
+                    .split(',')
+                    .map(|n| number(Some(n.to_owned())).map(|n| n as usize))
+                    .collect();
+                parsed.map(|parsed| limits = parsed)
+            }),
             "--rounds" => number(argv.next()).map(|n| rounds = n as usize),
             name => AsyncWorkload::from_name(name).map(|w| workloads.push(w)),
         };
@@ -67,30 +77,38 @@ fn main() -> ExitCode {
     } else {
         current_thread_runtime()
     };
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); workloads.len()];
+    let cases: Vec<(AsyncWorkload, usize)> = limits
+        .iter()
+        .flat_map(|&limit| workloads.iter().map(move |&workload| (workload, limit)))
+        .collect();
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for _ in 0..rounds {
-        for (k, workload) in workloads.iter().enumerate() {
+        for (k, (workload, limit)) in cases.iter().enumerate() {
             let started = Instant::now();
-            let sum = runtime.block_on(in_task(workload.run(items, limit)));
+            let sum = runtime.block_on(in_task(workload.run(items, *limit)));
             let ns = started.elapsed().as_nanos() as f64 / items as f64;
             assert_eq!(sum, expected_sum(items), "{} lost items", workload.name());
             times[k].push(ns);
         }
     }
     println!(
-        "{} runtime, {items} items, limit {limit}, {rounds} interleaved rounds; ns per item",
+        "{} runtime, {items} items, {rounds} interleaved rounds; ns per item",
         if multi {
             "multi_thread (2 workers)"
         } else {
             "current_thread"
         }
     );
-    println!("{:<28} {:>9} {:>9}", "workload", "median", "min");
-    for (workload, mut ns) in workloads.iter().zip(times) {
+    println!(
+        "{:<28} {:>6} {:>9} {:>9}",
+        "workload", "limit", "median", "min"
+    );
+    for ((workload, limit), mut ns) in cases.iter().zip(times) {
         ns.sort_by(f64::total_cmp);
         println!(
-            "{:<28} {:>9.1} {:>9.1}",
+            "{:<28} {:>6} {:>9.1} {:>9.1}",
             workload.name(),
+            limit,
             ns[ns.len() / 2],
             ns[0]
         );
