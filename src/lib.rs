@@ -100,8 +100,9 @@
 //! waited 20 µs behind a long poll. It looks at the queue every 5 µs: on a worker with
 //! other tasks it yields between looks, so they run; on an otherwise idle worker it
 //! waits for its next look in place. It parks 100 µs after the queue was last seen
-//! non-empty, or at once when the consumer waits with nothing queued. The blocking operators run
-//! their closures in short-lived loops on tokio's blocking pool, at most `limit` at once.
+//! non-empty, or at once when the consumer waits with nothing queued. The blocking
+//! operators run their closures in short-lived loops on tokio's blocking pool, at most
+//! `limit` at once.
 //!
 //! # Bounds on types
 //!
