@@ -96,13 +96,14 @@
 //! The async operators run their futures on a few driver tasks of the caller's runtime
 //! (about one per worker, never more than `limit`), not one task per item. On a
 //! multi-thread runtime, quick jobs run on the consumer's own worker; while jobs keep
-//! being queued, one driver stands by on another worker and takes any job that has
-//! waited 20 µs behind a long poll. It looks at the queue every 5 µs: on a worker with
-//! other tasks it yields between looks, so they run; on an otherwise idle worker it
-//! waits for its next look in place. It parks 100 µs after the queue was last seen
-//! non-empty, or at once when the consumer waits with nothing queued. The blocking
-//! operators run their closures in short-lived loops on tokio's blocking pool, at most
-//! `limit` at once.
+//! being queued, one driver stands by, as a rule on another worker, and takes any job
+//! that has waited 20–30 µs behind a long poll. It looks at the queue every 5 µs: on an
+//! otherwise idle worker it waits for its next look in place; beside the consumer, or on
+//! a worker with other tasks, it yields between looks, so they run (a burst of tasks
+//! each quicker than a microsecond can still wait up to 5 µs for it). It parks 100 µs
+//! after the queue was last seen non-empty, or at once when the consumer waits with
+//! nothing queued. The blocking operators run their closures in short-lived loops on
+//! tokio's blocking pool, at most `limit` at once.
 //!
 //! # Bounds on types
 //!

@@ -14,8 +14,10 @@
 //! `STANDBY_LOOK_EVERY` at two atomics that change about once per batch: it takes a job
 //! only once the job's batch has stood `STANDBY_AGE` at the front of the queue under its
 //! eyes (the active drivers are busy in long polls), so no job waits long behind a long
-//! poll, and no thread sleeps and is woken per batch. Between looks it touches nothing
-//! another core writes, so the hand-offs on the consumer's worker pay no cache misses.
+//! poll, and no thread sleeps and is woken per batch. Between looks it reads nothing the
+//! consumer writes, and on an otherwise idle worker it waits for the look in place
+//! rather than going through tokio's scheduler, so the hand-offs on the consumer's
+//! worker pay almost no cache misses.
 //! Queuing a job reads no clock: the driver standing by times the front itself.
 
 use std::collections::VecDeque;
@@ -39,15 +41,16 @@ const DRIVER_LINGER: Duration = Duration::from_micros(100);
 const STANDBY_AGE: Duration = Duration::from_micros(20);
 /// How often a standing-by driver looks at the queue.
 ///
-/// Between looks it touches nothing that another core writes. Each look reads what the
-/// consumer and the active driver write about once per batch, and each turn through
-/// tokio's scheduler (a yield) writes a word that every worker shares: a standby that
-/// looked and yielded at every turn, some tens of nanoseconds apart, would pull those
-/// cache lines to its core between each of their writes, and every hand-off cycle on
-/// the consumer's worker would pay cache misses.
+/// Each look reads what the consumer and the active driver write about once per batch,
+/// and each turn through tokio's scheduler (a yield) writes a word that every worker
+/// shares: a standby that looked and yielded at every turn, some tens of nanoseconds
+/// apart, would pull those cache lines to its core between each of their writes, and
+/// every hand-off cycle on the consumer's worker would pay cache misses. So it looks
+/// every `STANDBY_LOOK_EVERY`, and where it may (see [`plan_turn`]) waits for the look
+/// in place rather than yielding.
 const STANDBY_LOOK_EVERY: Duration = Duration::from_micros(5);
-/// A standing-by driver polled again within this long of its yield had a worker with
-/// nothing else to run: it may wait there for its next look instead of yielding again.
+/// A standing-by driver polled again within this long of its yield had, as a rule, a
+/// worker with nothing else to run.
 const BACK_AT_ONCE: Duration = Duration::from_micros(1);
 
 // A slot's life: IDLE (waiting for a wake) -> SCHEDULED (on the run queue) -> RUNNING
@@ -114,6 +117,9 @@ struct Watch {
     front_push: AtomicU64,
     /// `RunQueue::active`.
     active: AtomicUsize,
+    /// The thread the consumer last handed jobs over from (`this_thread`), written only
+    /// when it changes.
+    consumer_thread: AtomicUsize,
 }
 
 /// What a driver does with the run queue.
@@ -125,7 +131,7 @@ enum Role {
     Active,
     /// Awake with nothing to do, watching the queue: takes a job once its batch has
     /// stood `STANDBY_AGE` at the front (the active drivers are busy in long polls), or
-    /// at once when no driver is active. Spinning on another worker and looking only
+    /// at once when no driver is active. As a rule on another worker, and looking only
     /// every `STANDBY_LOOK_EVERY`, it costs the consumer's worker nothing, and no job
     /// waits behind a long poll much longer than `STANDBY_AGE + 2 * STANDBY_LOOK_EVERY`.
     Standby,
@@ -316,6 +322,8 @@ struct Driver<Fut: Future> {
     looked_at: Option<Instant>,
     /// While standing by: when it last yielded to the runtime.
     yielded_at: Option<Instant>,
+    /// While standing by: whether, at its last look, it ran on the consumer's thread.
+    beside_consumer: bool,
     /// Whether it looks only every `STANDBY_LOOK_EVERY` while standing by: where it has
     /// a sibling. Jobs queued while no driver is active wake a parked one, so only a
     /// lone driver must see them itself, at once.
@@ -488,23 +496,50 @@ where
     }
 }
 
-/// Whether a standing-by driver that last looked at the queue at `looked`, and last
-/// yielded at `yielded`, should look again now.
+/// What a paced standing-by driver does at a turn.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Turn {
+    /// Look at the queue now.
+    Look,
+    /// Yield to the runtime: the next look is not due, and other tasks may want the
+    /// worker.
+    Yield,
+    /// Wait in place until the next look is due, then look.
+    WaitThenLook(Instant),
+}
+
+/// Plans the turn of a standing-by driver that last looked at the queue at `looked` and
+/// last yielded at `yielded`, now.
 ///
-/// On a worker with nothing else to run (its yield came straight back) it waits for the
-/// look in place, at most `STANDBY_LOOK_EVERY`, without going through the scheduler; on
-/// a worker with other tasks it returns at once, so they run.
-fn look_due(looked: Instant, yielded: Option<Instant>) -> bool {
-    let mut now = Instant::now();
-    let idle_worker = yielded.is_some_and(|at| now.duration_since(at) < BACK_AT_ONCE);
-    while now.duration_since(looked) < STANDBY_LOOK_EVERY {
-        if !idle_worker {
-            return false;
-        }
-        std::hint::spin_loop();
-        now = Instant::now();
+/// Once a look is due, it looks. Before that it yields, unless its yield came straight
+/// back (within `BACK_AT_ONCE`: nothing else ran on its worker) and its worker is not
+/// the consumer's: then it waits in place for the look, at most `STANDBY_LOOK_EVERY`,
+/// without going through the scheduler. Beside the consumer it always yields, so that
+/// the consumer and the driver on its worker never wait for the standby's spin.
+fn plan_turn(
+    now: Instant,
+    looked: Instant,
+    yielded: Option<Instant>,
+    beside_consumer: bool,
+) -> Turn {
+    let due = looked + STANDBY_LOOK_EVERY;
+    if now >= due {
+        return Turn::Look;
     }
-    true
+    let worker_idle = yielded.is_some_and(|at| now.saturating_duration_since(at) < BACK_AT_ONCE);
+    if worker_idle && !beside_consumer {
+        Turn::WaitThenLook(due)
+    } else {
+        Turn::Yield
+    }
+}
+
+/// An address that tells the current thread from every other one alive.
+fn this_thread() -> usize {
+    thread_local! {
+        static MARK: u8 = const { 0 };
+    }
+    MARK.with(|mark| mark as *const u8 as usize)
 }
 
 /// Gives the slots about to be queued together the number of a new push.
@@ -556,20 +591,34 @@ where
         loop {
             if this.role == Role::Standby {
                 // Between looks, touch nothing the consumer or the active driver writes.
+                let now = Instant::now();
                 if let Some(looked) = this.looked_at.filter(|_| this.paced) {
-                    if !look_due(looked, this.yielded_at) {
-                        this.yielded_at = Some(Instant::now());
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
+                    let turn = plan_turn(now, looked, this.yielded_at, this.beside_consumer);
+                    match turn {
+                        Turn::Look => {}
+                        Turn::Yield => {
+                            this.yielded_at = Some(now);
+                            cx.waker().wake_by_ref();
+                            return Poll::Pending;
+                        }
+                        Turn::WaitThenLook(due) => {
+                            while Instant::now() < due {
+                                std::hint::spin_loop();
+                            }
+                        }
                     }
                 }
-                this.looked_at = Some(Instant::now());
+                let now = Instant::now();
+                this.looked_at = Some(now);
+                this.beside_consumer =
+                    shared.watch.consumer_thread.load(Ordering::Relaxed) == this_thread();
                 // Without the lock: nothing to take while the queue is empty, or while
                 // its front job is young and another driver is active.
                 let front = shared.watch.front_push.load(Ordering::Acquire);
                 let nothing_to_take = front == 0
                     || (shared.watch.active.load(Ordering::Relaxed) > 0 && !this.has_waited(front));
                 if nothing_to_take && !shared.is_closed() && this.keeps_standing(front != 0) {
+                    this.yielded_at = Some(now);
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }
@@ -627,6 +676,7 @@ where
                     if stand_by && this.keeps_standing(queued) {
                         this.set_role(&mut run, Role::Standby);
                         drop(run);
+                        this.yielded_at = Some(Instant::now());
                         cx.waker().wake_by_ref();
                         return Poll::Pending;
                     }
@@ -702,6 +752,7 @@ impl<Fut: Future> AsyncLane<Fut> {
                 watch: Watch {
                     front_push: AtomicU64::new(0),
                     active: AtomicUsize::new(0),
+                    consumer_thread: AtomicUsize::new(0),
                 },
                 exchange: Mutex::new(Exchange {
                     finished: Vec::new(),
@@ -850,6 +901,14 @@ where
             .handle
             .as_ref()
             .expect("flowgate: the lane is bound at the first poll");
+        if self.workers > 1 {
+            // For a driver standing by: whether it runs beside the consumer.
+            let consumer_thread = &self.shared.watch.consumer_thread;
+            let here = this_thread();
+            if consumer_thread.load(Ordering::Relaxed) != here {
+                consumer_thread.store(here, Ordering::Relaxed);
+            }
+        }
         let mut run = lock(&self.shared.run);
         if self.shared.is_closed() {
             return false;
@@ -884,6 +943,7 @@ where
                 front_seen: None,
                 looked_at: None,
                 yielded_at: None,
+                beside_consumer: false,
                 paced,
                 other_workers: self.workers > 1,
             });
@@ -900,7 +960,10 @@ where
     }
 
     fn collect(&mut self, into: &mut Vec<(u64, Outcome<Fut::Output>)>, waker: Option<&Waker>) {
-        self.shared.failure_handed.store(false, Ordering::Release);
+        // Written only when set: a driver standing by reads words on the same cache line.
+        if self.shared.failure_handed.load(Ordering::Acquire) {
+            self.shared.failure_handed.store(false, Ordering::Release);
+        }
         {
             let mut exchange = lock(&self.shared.exchange);
             mem::swap(&mut exchange.finished, &mut self.taken);
@@ -959,27 +1022,54 @@ impl<Fut: Future> Drop for AsyncLane<Fut> {
 mod tests {
     use super::*;
 
+    const US: Duration = Duration::from_micros(1);
+
     #[test]
-    fn a_standby_with_other_tasks_on_its_worker_does_not_wait_for_its_look() {
-        // Yielded long ago: other tasks ran in between. The look is not due for a while.
-        let looked = Instant::now() + Duration::from_secs(60);
-        let yielded = Instant::now().checked_sub(Duration::from_secs(1));
-        assert!(!look_due(looked, yielded));
-        assert!(!look_due(looked, None));
+    fn a_standby_looks_once_its_look_is_due() {
+        let looked = Instant::now();
+        let now = looked + STANDBY_LOOK_EVERY;
+        assert_eq!(plan_turn(now, looked, None, false), Turn::Look);
+        assert_eq!(plan_turn(now, looked, Some(now), false), Turn::Look);
+        assert_eq!(plan_turn(now + US, looked, Some(now), true), Turn::Look);
     }
 
     #[test]
     fn a_standby_alone_on_its_worker_waits_in_place_for_its_look() {
         let looked = Instant::now();
-        let yielded = Some(Instant::now());
-        assert!(look_due(looked, yielded));
-        assert!(looked.elapsed() >= STANDBY_LOOK_EVERY);
+        let yielded = looked + US;
+        let now = yielded + BACK_AT_ONCE / 2;
+        assert_eq!(
+            plan_turn(now, looked, Some(yielded), false),
+            Turn::WaitThenLook(looked + STANDBY_LOOK_EVERY)
+        );
     }
 
     #[test]
-    fn a_look_is_due_once_the_interval_has_passed() {
-        let looked = Instant::now().checked_sub(STANDBY_LOOK_EVERY);
-        let looked = looked.expect("the clock is past its start");
-        assert!(look_due(looked, None));
+    fn a_standby_yields_when_other_tasks_ran_on_its_worker() {
+        let looked = Instant::now();
+        let yielded = looked + US;
+        let now = yielded + BACK_AT_ONCE;
+        assert!(now < looked + STANDBY_LOOK_EVERY);
+        assert_eq!(plan_turn(now, looked, Some(yielded), false), Turn::Yield);
+        // Not yielded since its look: it does not know, so it yields.
+        assert_eq!(plan_turn(looked + US, looked, None, false), Turn::Yield);
+    }
+
+    #[test]
+    fn a_standby_beside_the_consumer_never_waits_in_place() {
+        let looked = Instant::now();
+        let yielded = looked + US;
+        let now = yielded + BACK_AT_ONCE / 2;
+        assert_eq!(plan_turn(now, looked, Some(yielded), true), Turn::Yield);
+    }
+
+    #[test]
+    fn threads_have_marks_of_their_own() {
+        let here = this_thread();
+        assert_eq!(here, this_thread());
+        let there = std::thread::spawn(this_thread)
+            .join()
+            .expect("the thread ran");
+        assert_ne!(here, there);
     }
 }

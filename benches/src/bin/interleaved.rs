@@ -9,7 +9,8 @@
 //! ```
 //!
 //! With several limits, every round runs every workload at every limit, so the figures
-//! across limits are interleaved too.
+//! across limits are interleaved too. Each round starts one case further on than the
+//! last.
 //!
 //! Workloads are the names of `flowgate_benches::AsyncWorkload` (`map_concurrent_unordered`,
 //! `map_concurrent`, `buffer_unordered`, `buffered`, `for_each_concurrent`, `spawn`,
@@ -63,7 +64,7 @@ fn main() -> ExitCode {
             name => AsyncWorkload::from_name(name).map(|w| workloads.push(w)),
         };
         if parsed.is_none() {
-            eprintln!("bad argument {arg:?}\n{USAGE}");
+            eprintln!("bad argument {arg:?} (or its value)\n{USAGE}");
             return ExitCode::from(2);
         }
     }
@@ -82,8 +83,10 @@ fn main() -> ExitCode {
         .flat_map(|&limit| workloads.iter().map(move |&workload| (workload, limit)))
         .collect();
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for _ in 0..rounds {
-        for (k, (workload, limit)) in cases.iter().enumerate() {
+    for round in 0..rounds {
+        // Each round starts one case further on, so no case always runs first.
+        for k in (0..cases.len()).map(|i| (i + round) % cases.len()) {
+            let (workload, limit) = &cases[k];
             let started = Instant::now();
             let sum = runtime.block_on(in_task(workload.run(items, *limit)));
             let ns = started.elapsed().as_nanos() as f64 / items as f64;
