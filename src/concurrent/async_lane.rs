@@ -812,9 +812,49 @@ impl<Fut: Future> AsyncLane<Fut> {
         }
     }
 
+    /// Spawns the drivers, at the first hand-over: about one per runtime worker.
+    fn spawn_drivers(&mut self)
+    where
+        Fut: Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let handle = self
+            .handle
+            .as_ref()
+            .expect("flowgate: the lane is bound at the first poll");
+        let paced = self.unspawned_drivers > 1;
+        while self.unspawned_drivers > 0 {
+            self.unspawned_drivers -= 1;
+            handle.spawn(Driver {
+                shared: Arc::clone(&self.shared),
+                id: self.unspawned_drivers,
+                parked: false,
+                finished: Vec::new(),
+                role: Role::Idle,
+                is_failure: self.is_failure.unwrap_or(|_| false),
+                ordered: self.ordered,
+                failed: false,
+                idle_since: None,
+                front_seen: None,
+                looked_at: None,
+                yielded_at: None,
+                beside_consumer: false,
+                paced,
+                other_workers: self.workers > 1,
+            });
+        }
+    }
+
     /// Before the consumer waits: every queued job gets a driver, so that a job busy in a
     /// long poll holds back no other job (the parked drivers run on other workers).
+    ///
+    /// With one worker no driver stands by, and a queued job always has an active driver
+    /// already (every push wakes one if none is, and an active driver parks only with an
+    /// empty queue): nothing to do.
     fn wake_for_queued(&self) {
+        if self.workers == 1 {
+            return;
+        }
         let mut run = lock(&self.shared.run);
         let (active, standby) = self.shared.wake_for_work(&mut run);
         drop(run);
@@ -897,10 +937,6 @@ where
         if self.starting.is_empty() {
             return false;
         }
-        let handle = self
-            .handle
-            .as_ref()
-            .expect("flowgate: the lane is bound at the first poll");
         if self.workers > 1 {
             // For a driver standing by: whether it runs beside the consumer.
             let consumer_thread = &self.shared.watch.consumer_thread;
@@ -926,27 +962,11 @@ where
         // yields when it will be busy yielding results for a while: the jobs would wait
         // long enough for the standing-by driver to take them, on another core.
         let woke = active.is_some() || standby.is_some();
-        wake(active, standby);
-        let paced = self.unspawned_drivers > 1;
-        while self.unspawned_drivers > 0 {
-            self.unspawned_drivers -= 1;
-            handle.spawn(Driver {
-                shared: Arc::clone(&self.shared),
-                id: self.unspawned_drivers,
-                parked: false,
-                finished: Vec::new(),
-                role: Role::Idle,
-                is_failure: self.is_failure.unwrap_or(|_| false),
-                ordered: self.ordered,
-                failed: false,
-                idle_since: None,
-                front_seen: None,
-                looked_at: None,
-                yielded_at: None,
-                beside_consumer: false,
-                paced,
-                other_workers: self.workers > 1,
-            });
+        if woke {
+            wake(active, standby);
+        }
+        if self.unspawned_drivers > 0 {
+            self.spawn_drivers();
         }
         (busy_ahead || (woke && !watched)) && self.workers > 1
     }
@@ -967,9 +987,10 @@ where
         {
             let mut exchange = lock(&self.shared.exchange);
             mem::swap(&mut exchange.finished, &mut self.taken);
-            // Written only when it changes: a driver standing by on another core reads it.
+            // Written only when it changes: a driver standing by on another core reads it
+            // (with one worker, none stands by).
             let waiting = self.taken.is_empty() && waker.is_some();
-            if self.shared.consumer_waiting.load(Ordering::Relaxed) != waiting {
+            if self.workers > 1 && self.shared.consumer_waiting.load(Ordering::Relaxed) != waiting {
                 self.shared
                     .consumer_waiting
                     .store(waiting, Ordering::Relaxed);
