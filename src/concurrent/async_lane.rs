@@ -590,7 +590,7 @@ where
         let mut polls = 0;
         loop {
             if this.role == Role::Standby {
-                // Between looks, touch nothing the consumer or the active driver writes.
+                // Between looks, read nothing the consumer or the active driver writes.
                 let now = Instant::now();
                 if let Some(looked) = this.looked_at.filter(|_| this.paced) {
                     let turn = plan_turn(now, looked, this.yielded_at, this.beside_consumer);
