@@ -393,6 +393,13 @@ where
         }
     }
 
+    /// Yields to the runtime while standing by, noting when (see [`plan_turn`]).
+    fn yield_standing(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<()> {
+        self.yielded_at = Some(now);
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
     /// Whether to go on standing by, given whether a job is queued now.
     ///
     /// A standing-by driver stays while jobs keep being queued, and for `DRIVER_LINGER`
@@ -596,11 +603,7 @@ where
                     let turn = plan_turn(now, looked, this.yielded_at, this.beside_consumer);
                     match turn {
                         Turn::Look => {}
-                        Turn::Yield => {
-                            this.yielded_at = Some(now);
-                            cx.waker().wake_by_ref();
-                            return Poll::Pending;
-                        }
+                        Turn::Yield => return this.yield_standing(cx, now),
                         Turn::WaitThenLook(due) => {
                             while Instant::now() < due {
                                 std::hint::spin_loop();
@@ -618,9 +621,7 @@ where
                 let nothing_to_take = front == 0
                     || (shared.watch.active.load(Ordering::Relaxed) > 0 && !this.has_waited(front));
                 if nothing_to_take && !shared.is_closed() && this.keeps_standing(front != 0) {
-                    this.yielded_at = Some(now);
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
+                    return this.yield_standing(cx, now);
                 }
             }
             let slot = {
@@ -676,9 +677,7 @@ where
                     if stand_by && this.keeps_standing(queued) {
                         this.set_role(&mut run, Role::Standby);
                         drop(run);
-                        this.yielded_at = Some(Instant::now());
-                        cx.waker().wake_by_ref();
-                        return Poll::Pending;
+                        return this.yield_standing(cx, Instant::now());
                     }
                     // The queue is empty here: a standing-by driver keeps standing while
                     // a job is queued, and any other takes it.
@@ -812,6 +811,12 @@ impl<Fut: Future> AsyncLane<Fut> {
         }
     }
 
+    /// Whether a driver may stand by: on a runtime with more than one worker. What only a
+    /// standing-by driver reads, the consumer skips otherwise.
+    fn standby_enabled(&self) -> bool {
+        self.workers > 1
+    }
+
     /// Spawns the drivers, at the first hand-over: about one per runtime worker.
     fn spawn_drivers(&mut self)
     where
@@ -852,7 +857,7 @@ impl<Fut: Future> AsyncLane<Fut> {
     /// already (every push wakes one if none is, and an active driver parks only with an
     /// empty queue): nothing to do.
     fn wake_for_queued(&self) {
-        if self.workers == 1 {
+        if !self.standby_enabled() {
             return;
         }
         let mut run = lock(&self.shared.run);
@@ -912,7 +917,7 @@ where
         self.handle = Some(handle.clone());
         let mut run = lock(&self.shared.run);
         run.woken_as = vec![Role::Idle; self.unspawned_drivers];
-        run.standby_enabled = self.workers > 1;
+        run.standby_enabled = self.standby_enabled();
     }
 
     fn start(&mut self, index: u64, job: Fut) {
@@ -937,7 +942,7 @@ where
         if self.starting.is_empty() {
             return false;
         }
-        if self.workers > 1 {
+        if self.standby_enabled() {
             // For a driver standing by: whether it runs beside the consumer.
             let consumer_thread = &self.shared.watch.consumer_thread;
             let here = this_thread();
@@ -990,7 +995,9 @@ where
             // Written only when it changes: a driver standing by on another core reads it
             // (with one worker, none stands by).
             let waiting = self.taken.is_empty() && waker.is_some();
-            if self.workers > 1 && self.shared.consumer_waiting.load(Ordering::Relaxed) != waiting {
+            if self.standby_enabled()
+                && self.shared.consumer_waiting.load(Ordering::Relaxed) != waiting
+            {
                 self.shared
                     .consumer_waiting
                     .store(waiting, Ordering::Relaxed);
