@@ -251,9 +251,12 @@ impl<O> State<O> {
             .saturating_sub(self.held)
             .min(self.limit.saturating_sub(self.running));
         // A refill batch is waited for only while jobs run (never while nothing runs:
-        // work goes on while the consumer is away) and results still wait to be yielded
-        // after this one (the consumer is behind, so batching costs no concurrency).
-        if free < self.refill && self.running > 0 && self.exit.has_backlog() {
+        // work goes on while the consumer is away) and results wait to be yielded (the
+        // consumer is behind, so batching costs no concurrency). The result about to
+        // leave counts as waiting: filling every free place just before the last result
+        // leaves would hand that result's own place over alone right after (at limit 8,
+        // four handoffs per eight results instead of three).
+        if free < self.refill && self.running > 0 && self.exit.has_ready() {
             return false;
         }
         while self.may_pull() && !self.exit.failed() {

@@ -454,3 +454,33 @@ all_ops! {
         assert_eq!(sorted(out), sequential(&oks(40)));
     }
 }
+
+all_ops! {
+    #[tokio::test]
+    async fn a_consumer_that_yielded_every_result_fills_every_free_place(op: Op) {
+        // Jobs 0-15 finish while the consumer looks away; every later job stays running,
+        // held at its gate. While results wait to be yielded the consumer may wait for a
+        // refill batch of free places, but once it has yielded them all, its next poll
+        // must fill every free place: slow jobs keep all `limit` places busy.
+        let probe = Probe::new();
+        let (gates, mut keys) = gates(40);
+        for i in 0..16 {
+            keys.open(i);
+        }
+        let work = Work::new(&probe).gated(&gates);
+        let mut flow = build(op, 16, None, source(oks(40), &probe), work);
+        assert!(poll_once(&mut flow, &probe).await.is_pending());
+        eventually("jobs 0-15 finished", || probe.completed() == 16).await;
+        let mut out = Vec::new();
+        for _ in 0..16 {
+            out.extend(next(&mut flow, &probe).await);
+        }
+        assert_eq!(out.len(), 16);
+        assert!(poll_once(&mut flow, &probe).await.is_pending());
+        assert_eq!(probe.pulled(), 32, "free places stayed empty behind running jobs");
+        eventually("16 jobs running", || probe.running() == 16).await;
+        keys.open_all();
+        out.extend(drain(&mut flow, &probe).await);
+        assert_eq!(sorted(out), sequential(&oks(40)));
+    }
+}
