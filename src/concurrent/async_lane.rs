@@ -85,6 +85,8 @@ struct Cell<Fut: Future> {
     future: Option<FutureBox<Fut>>,
     index: u64,
     output: Option<Outcome<Fut::Output>>,
+    /// Whether the job returned `Pending` at some poll.
+    waited: bool,
 }
 
 struct Shared<Fut: Future> {
@@ -490,6 +492,7 @@ where
             return;
         }
         cell.future = Some(future);
+        cell.waited = true;
         drop(cell);
         if slot
             .state
@@ -732,6 +735,8 @@ pub(crate) struct AsyncLane<Fut: Future> {
     starting: VecDeque<Arc<Slot<Fut>>>,
     /// Finished slots taken from the exchange, swapped with it to reuse both buffers.
     taken: Vec<Arc<Slot<Fut>>>,
+    /// Whether a job among those last collected returned `Pending` at some poll.
+    collected_waited: bool,
 }
 
 impl<Fut: Future> AsyncLane<Fut> {
@@ -773,6 +778,7 @@ impl<Fut: Future> AsyncLane<Fut> {
             free: Vec::new(),
             starting: VecDeque::new(),
             taken: Vec::new(),
+            collected_waited: false,
         }
     }
 
@@ -785,6 +791,7 @@ impl<Fut: Future> AsyncLane<Fut> {
                 future: Some(Box::pin(None)),
                 index: 0,
                 output: None,
+                waited: false,
             }),
         });
         self.slots.push(Arc::clone(&slot));
@@ -928,6 +935,7 @@ where
         {
             let mut cell = lock(&slot.cell);
             cell.index = index;
+            cell.waited = false;
             let future = cell
                 .future
                 .as_mut()
@@ -1014,9 +1022,11 @@ where
                 return;
             }
         }
+        let mut waited = false;
         for slot in &self.taken {
             let (index, output) = {
                 let mut cell = lock(&slot.cell);
+                waited |= cell.waited;
                 (cell.index, cell.output.take())
             };
             if let Some(output) = output {
@@ -1024,6 +1034,11 @@ where
             }
         }
         self.free.append(&mut self.taken);
+        self.collected_waited = waited;
+    }
+
+    fn jobs_waited(&self) -> bool {
+        self.collected_waited
     }
 
     fn cancel_from(&mut self, index: u64) {

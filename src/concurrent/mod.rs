@@ -91,6 +91,12 @@ pub(crate) trait Lane {
         into: &mut Vec<(u64, Outcome<Self::Out>)>,
         waker: Option<&std::task::Waker>,
     );
+    /// Whether a job among those the last [`Lane::collect`] moved returned `Pending` at
+    /// some poll: it waited for a timer, for I/O or for another task. Refill batches pay
+    /// only while jobs finish at their first poll (see `refill_batch` in the engine).
+    fn jobs_waited(&self) -> bool {
+        false
+    }
     /// Whether the consumer may spin briefly for results on a multi-thread runtime
     /// instead of waiting at once: worth it when results come from runtime workers
     /// within microseconds, not when every core may be busy running blocking jobs.

@@ -455,6 +455,41 @@ all_ops! {
     }
 }
 
+async_ops! {
+    #[tokio::test]
+    async fn a_place_freed_behind_jobs_that_waited_is_filled_at_once(op: Op) {
+        // Jobs 0-15 wait at their gates, then finish together while the consumer looks
+        // away. Results wait to be yielded and a job runs, but the jobs waited (for a
+        // timer, I/O...): each place the consumer frees must start a job in its next
+        // poll, not wait for a refill batch, so that waiting jobs keep every place busy.
+        let probe = Probe::new();
+        let (gates, mut keys) = gates(40);
+        let work = Work::new(&probe).gated(&gates);
+        let mut flow = build(op, 16, None, source(oks(40), &probe), work);
+        assert!(poll_once(&mut flow, &probe).await.is_pending());
+        assert_eq!(probe.pulled(), 16);
+        eventually("jobs 0-15 waiting at their gates", || probe.started() == 16).await;
+        for i in 0..16 {
+            keys.open(i);
+        }
+        eventually("jobs 0-15 finished", || probe.completed() == 16).await;
+        let mut out = Vec::new();
+        out.extend(next(&mut flow, &probe).await);
+        assert_eq!(probe.pulled(), 16, "nothing was free before the first result left");
+        for yielded in 2..=6 {
+            out.extend(next(&mut flow, &probe).await);
+            assert_eq!(
+                probe.pulled(),
+                16 + yielded - 1,
+                "a place freed behind jobs that waited stayed empty"
+            );
+        }
+        keys.open_all();
+        out.extend(drain(&mut flow, &probe).await);
+        assert_eq!(sorted(out), sequential(&oks(40)));
+    }
+}
+
 all_ops! {
     #[tokio::test]
     async fn a_consumer_that_yielded_every_result_fills_every_free_place(op: Op) {
