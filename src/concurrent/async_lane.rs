@@ -20,7 +20,6 @@
 //! worker pay almost no cache misses.
 //! Queuing a job reads no clock: the driver standing by times the front itself.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::mem;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -141,7 +140,7 @@ enum Role {
 
 struct RunQueue<Fut: Future> {
     /// Scheduled slots.
-    queue: VecDeque<Arc<Slot<Fut>>>,
+    queue: Fifo<Arc<Slot<Fut>>>,
     /// Parked drivers, by driver id.
     parked: Vec<(usize, Waker)>,
     /// The role each driver was last woken with, by driver id: counted in `active` or
@@ -187,14 +186,9 @@ impl<Fut: Future> Shared<Fut> {
 
     /// Queues `slots` in one push. Pushes are numbered only where a driver stands by to
     /// watch them.
-    fn push(&self, run: &mut RunQueue<Fut>, slots: &mut VecDeque<Arc<Slot<Fut>>>) {
-        number_push(run, slots.iter());
-        if run.queue.is_empty() {
-            // As a rule the drivers have emptied the queue: trade buffers, copy nothing.
-            mem::swap(&mut run.queue, slots);
-        } else {
-            run.queue.append(slots);
-        }
+    fn push(&self, run: &mut RunQueue<Fut>, slots: &mut Vec<Option<Arc<Slot<Fut>>>>) {
+        number_push(run, slots.iter().flatten());
+        run.queue.append(slots);
         self.watch_front(run);
     }
 
@@ -506,6 +500,81 @@ where
     }
 }
 
+/// A first-in first-out queue on one vector, read from `head` on: a batch is appended
+/// with one copy (a `VecDeque` copies a wrapped buffer in pieces), and taking the front
+/// moves nothing. Taken places hold `None` until the queue empties, or until a push
+/// finds them the larger part of the vector and drops them: no push leaves the vector
+/// longer than twice what is queued.
+struct Fifo<T> {
+    items: Vec<Option<T>>,
+    head: usize,
+}
+
+impl<T> Default for Fifo<T> {
+    fn default() -> Self {
+        Fifo {
+            items: Vec::new(),
+            head: 0,
+        }
+    }
+}
+
+impl<T> Fifo<T> {
+    fn is_empty(&self) -> bool {
+        self.head == self.items.len()
+    }
+
+    fn front(&self) -> Option<&T> {
+        self.items.get(self.head)?.as_ref()
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        let item = self.items.get_mut(self.head)?.take();
+        self.head += 1;
+        if self.head == self.items.len() {
+            self.items.clear();
+            self.head = 0;
+        }
+        item
+    }
+
+    fn push_back(&mut self, item: T) {
+        self.compact();
+        self.items.push(Some(item));
+    }
+
+    fn push_front(&mut self, item: T) {
+        self.compact();
+        if self.head > 0 {
+            self.head -= 1;
+            self.items[self.head] = Some(item);
+        } else {
+            self.items.insert(0, Some(item));
+        }
+    }
+
+    /// Moves every item of `batch` (each `Some`) to the back, leaving `batch` empty.
+    fn append(&mut self, batch: &mut Vec<Option<T>>) {
+        if self.is_empty() {
+            // As a rule the drivers have emptied the queue: trade buffers, copy nothing.
+            self.items.clear();
+            self.head = 0;
+            mem::swap(&mut self.items, batch);
+        } else {
+            self.compact();
+            self.items.append(batch);
+        }
+    }
+
+    /// Drops the taken places once they are the larger part of the vector.
+    fn compact(&mut self) {
+        if self.head > 0 && self.head * 2 >= self.items.len() {
+            self.items.drain(..self.head);
+            self.head = 0;
+        }
+    }
+}
+
 /// What a paced standing-by driver does at a turn.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Turn {
@@ -731,8 +800,8 @@ pub(crate) struct AsyncLane<Fut: Future> {
     /// Every slot ever made (at most `limit`), for cancellation sweeps.
     slots: Vec<Arc<Slot<Fut>>>,
     free: Vec<Arc<Slot<Fut>>>,
-    /// Jobs started since the last flush.
-    starting: VecDeque<Arc<Slot<Fut>>>,
+    /// Jobs started since the last flush (each `Some`, in the run queue's element type).
+    starting: Vec<Option<Arc<Slot<Fut>>>>,
     /// Finished slots taken from the exchange, swapped with it to reuse both buffers.
     taken: Vec<Arc<Slot<Fut>>>,
     /// Whether a job among those last collected returned `Pending` at some poll.
@@ -744,7 +813,7 @@ impl<Fut: Future> AsyncLane<Fut> {
         AsyncLane {
             shared: Arc::new(Shared {
                 run: Mutex::new(RunQueue {
-                    queue: VecDeque::new(),
+                    queue: Fifo::default(),
                     parked: Vec::new(),
                     woken_as: Vec::new(),
                     active: 0,
@@ -776,7 +845,7 @@ impl<Fut: Future> AsyncLane<Fut> {
             ordered: true,
             slots: Vec::new(),
             free: Vec::new(),
-            starting: VecDeque::new(),
+            starting: Vec::new(),
             taken: Vec::new(),
             collected_waited: false,
         }
@@ -943,7 +1012,7 @@ where
             future.as_mut().set(Some(job));
         }
         slot.state.store(SCHEDULED, Ordering::Release);
-        self.starting.push_back(slot);
+        self.starting.push(Some(slot));
     }
 
     fn flush(&mut self, busy_ahead: bool) -> bool {
@@ -1063,6 +1132,8 @@ impl<Fut: Future> Drop for AsyncLane<Fut> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::VecDeque;
+
     use super::*;
 
     const US: Duration = Duration::from_micros(1);
@@ -1104,6 +1175,74 @@ mod tests {
         let yielded = looked + US;
         let now = yielded + BACK_AT_ONCE / 2;
         assert_eq!(plan_turn(now, looked, Some(yielded), true), Turn::Yield);
+    }
+
+    #[test]
+    fn a_fifo_appends_batches_and_takes_the_front_in_order() {
+        let mut fifo = Fifo::default();
+        assert!(fifo.is_empty());
+        assert_eq!(fifo.pop_front(), None);
+        let mut batch = vec![Some(1), Some(2)];
+        fifo.append(&mut batch);
+        assert!(batch.is_empty());
+        fifo.push_back(3);
+        let mut batch = vec![Some(4), Some(5)];
+        fifo.append(&mut batch);
+        assert_eq!(fifo.front(), Some(&1));
+        assert_eq!(fifo.pop_front(), Some(1));
+        fifo.push_front(0);
+        assert_eq!(fifo.pop_front(), Some(0));
+        let rest: Vec<_> = std::iter::from_fn(|| fifo.pop_front()).collect();
+        assert_eq!(rest, [2, 3, 4, 5]);
+        assert!(fifo.is_empty());
+        fifo.push_front(6);
+        assert_eq!(fifo.front(), Some(&6));
+    }
+
+    proptest::proptest! {
+        /// Against `VecDeque` as the model: the same items in the same order, and no
+        /// push leaves the vector longer than twice what is queued.
+        #[test]
+        fn a_fifo_behaves_as_a_deque_and_stays_small(
+            ops in proptest::collection::vec((0u8..4, 0usize..6), 0..300)
+        ) {
+            let mut fifo = Fifo::default();
+            let mut model = VecDeque::new();
+            let mut next = 0u32;
+            for (op, n) in ops {
+                match op {
+                    0 => {
+                        let mut batch: Vec<_> = (next..next + n as u32).map(Some).collect();
+                        model.extend(next..next + n as u32);
+                        next += n as u32;
+                        fifo.append(&mut batch);
+                        proptest::prop_assert!(batch.is_empty());
+                    }
+                    1 => {
+                        fifo.push_back(next);
+                        model.push_back(next);
+                        next += 1;
+                    }
+                    2 => {
+                        fifo.push_front(next);
+                        model.push_front(next);
+                        next += 1;
+                    }
+                    _ => {
+                        for _ in 0..n {
+                            proptest::prop_assert_eq!(fifo.pop_front(), model.pop_front());
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(fifo.front(), model.front());
+                proptest::prop_assert_eq!(fifo.is_empty(), model.is_empty());
+                if op < 3 {
+                    proptest::prop_assert!(fifo.items.len() <= 2 * model.len());
+                }
+            }
+            let rest: Vec<_> = std::iter::from_fn(|| fifo.pop_front()).collect();
+            proptest::prop_assert_eq!(rest, Vec::from(model));
+        }
     }
 
     #[test]
