@@ -137,8 +137,11 @@ pub trait FlowExt: Stream {
     /// While jobs run and finished results still wait to be taken, the stream may wait
     /// until a batch of places is free before it pulls again (an eighth of `limit`, at
     /// least 8 but at most half of `limit`; a batch hand-over is cheaper than one per
-    /// item), so a job must not wait for an item that has not been pulled yet. A consumer
-    /// that has taken every result pulls at once, and nothing waits while nothing runs.
+    /// item), so a job must not wait for an item that has not been pulled yet. It batches
+    /// only while jobs finish at their first poll: behind jobs that waited (for a timer,
+    /// I/O or another task) it fills every free place at once, as `buffer_unordered`
+    /// does. A consumer that has taken every result pulls at once, and nothing waits
+    /// while nothing runs.
     ///
     /// # Panics
     /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
