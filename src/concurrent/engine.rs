@@ -37,6 +37,8 @@ struct State<O> {
     refill: usize,
     /// The refill batch while jobs finish at their first poll (see [`refill_batch`]).
     batch: usize,
+    /// Whether the last look that took results back took more than one.
+    burst: bool,
     /// Position of the next item to pull (= items pulled so far).
     next_index: u64,
     /// Items pulled and not yet yielded.
@@ -82,6 +84,7 @@ impl<St, M, L, O> Engine<St, M, L, O> {
                 window: limit,
                 refill: refill_batch(limit),
                 batch: refill_batch(limit),
+                burst: false,
                 next_index: 0,
                 held: 0,
                 running: 0,
@@ -155,7 +158,8 @@ const LONG_WAIT: Duration = Duration::from_micros(500);
 /// those started together tend to finish together: a consumer that waited for a batch
 /// would drain each burst of results with places empty, and start the next burst in
 /// step. So while the results last taken back include one whose job returned `Pending`
-/// at some poll, every free place is refilled at once, as `buffer_unordered` does. A
+/// at some poll, every free place is refilled at once, as `buffer_unordered` does (the
+/// blocking lane's jobs never return `Pending`: `par_map` always batches). A
 /// consumer that spends a millisecond on each result, behind 10 ms jobs at limit 8,
 /// finishes about a sixth sooner that way (`slow_consumer` in the benchmarks).
 fn refill_batch(limit: usize) -> usize {
@@ -176,6 +180,7 @@ impl<O> State<O> {
         let any = !finished.is_empty();
         if any {
             self.refill = if lane.jobs_waited() { 1 } else { self.batch };
+            self.burst = finished.len() > 1;
         }
         // In the order the lane gave them (finish order, for the unordered exit).
         finished.reverse();
@@ -240,6 +245,16 @@ impl<O> State<O> {
             && self.window - self.held >= self.refill
     }
 
+    /// Whether results wait to be yielded after the one about to leave; or, while the
+    /// consumer drains a burst, whether one is about to leave (see [`State::pull`]).
+    fn behind(&self) -> bool {
+        if self.burst {
+            self.exit.has_ready()
+        } else {
+            self.exit.has_backlog()
+        }
+    }
+
     fn may_pull(&self) -> bool {
         self.held < self.window && self.running < self.limit
     }
@@ -266,14 +281,18 @@ impl<O> State<O> {
             .saturating_sub(self.held)
             .min(self.limit.saturating_sub(self.running));
         // A refill batch is waited for only while jobs run (never while nothing runs:
-        // work goes on while the consumer is away) and results wait to be yielded (the
-        // consumer is behind, so batching costs no concurrency). The result about to
-        // leave counts as waiting: filling every free place just before the last result
-        // leaves would hand that result's own place over alone right after (at limit 8,
-        // four handoffs per eight results instead of three).
-        if free < self.refill && self.running > 0 && self.exit.has_ready() {
+        // work goes on while the consumer is away) and results wait to be yielded after
+        // the one about to leave (the consumer is behind, so batching costs no
+        // concurrency). While the consumer drains a burst of results, the one about to
+        // leave counts too: filling every free place just before the burst's last
+        // result leaves would hand that result's own place over alone right after (at
+        // limit 8, four handoffs per eight results instead of three). When results come
+        // back one at a time, a lone result about to leave is no backlog: the consumer
+        // keeps up, and its free places are filled at once.
+        if free < self.refill && self.running > 0 && self.behind() {
             return false;
         }
+        let first = self.next_index;
         while self.may_pull() && !self.exit.failed() {
             let polled = catch_unwind(AssertUnwindSafe(|| upstream.as_mut().poll_next(cx)));
             let polled = match polled {
@@ -308,7 +327,10 @@ impl<O> State<O> {
         }
         // Results finished and not yet yielded: with many of them, the consumer will be
         // busy yielding for a while before it next waits.
-        lane.flush(self.held - self.running >= BUSY_AHEAD)
+        // A batch of one or a few jobs (behind jobs that wait) is not worth a yield.
+        let busy_ahead =
+            self.held - self.running >= BUSY_AHEAD && self.next_index - first >= self.batch as u64;
+        lane.flush(busy_ahead)
     }
 
     /// Hands a result to the consumer; a failure ends the stream, a panic re-raises.

@@ -118,6 +118,14 @@ impl<O> Exit<O> {
         }
     }
 
+    /// Whether a result may leave now and another after it.
+    pub(crate) fn has_backlog(&self) -> bool {
+        match self {
+            Exit::Ordered { places, .. } => place_filled(places, 0) && place_filled(places, 1),
+            Exit::Unordered { ready, .. } => ready.len() >= 2,
+        }
+    }
+
     /// Takes the next result that may leave, if any.
     pub(crate) fn pop(&mut self) -> Option<Outcome<O>> {
         match self {

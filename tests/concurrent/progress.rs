@@ -459,9 +459,10 @@ async_ops! {
     #[tokio::test]
     async fn a_place_freed_behind_jobs_that_waited_is_filled_at_once(op: Op) {
         // Jobs 0-15 wait at their gates, then finish together while the consumer looks
-        // away. Results wait to be yielded and a job runs, but the jobs waited (for a
-        // timer, I/O...): each place the consumer frees must start a job in its next
-        // poll, not wait for a refill batch, so that waiting jobs keep every place busy.
+        // away. From the third result on, results wait to be yielded and a job runs,
+        // but the jobs waited (for a timer, I/O...): each place the consumer frees must
+        // start a job in its next poll, not wait for a refill batch, so that waiting
+        // jobs keep every place busy.
         let probe = Probe::new();
         let (gates, mut keys) = gates(40);
         let work = Work::new(&probe).gated(&gates);
@@ -484,6 +485,116 @@ async_ops! {
                 "a place freed behind jobs that waited stayed empty"
             );
         }
+        keys.open_all();
+        out.extend(drain(&mut flow, &probe).await);
+        assert_eq!(sorted(out), sequential(&oks(40)));
+    }
+}
+
+async_ops! {
+    #[tokio::test]
+    async fn quick_jobs_behind_a_burst_of_results_are_refilled_in_batches(op: Op) {
+        // Jobs that finish at their first poll: while the consumer drains a burst of
+        // results with a job running, freed places wait for a refill batch (here 8 of
+        // 16) instead of costing a hand-off each.
+        let probe = Probe::new();
+        let (gates, mut keys) = gates(40);
+        for i in 0..16 {
+            keys.open(i);
+        }
+        let work = Work::new(&probe).gated(&gates);
+        let mut flow = build(op, 16, None, source(oks(40), &probe), work);
+        assert!(poll_once(&mut flow, &probe).await.is_pending());
+        eventually("jobs 0-15 finished", || probe.completed() == 16).await;
+        let mut out = Vec::new();
+        out.extend(next(&mut flow, &probe).await);
+        out.extend(next(&mut flow, &probe).await);
+        assert_eq!(probe.pulled(), 17, "nothing ran: the first freed place is filled");
+        for _ in 3..=9 {
+            out.extend(next(&mut flow, &probe).await);
+            assert_eq!(probe.pulled(), 17, "a freed place was filled before a batch was");
+        }
+        out.extend(next(&mut flow, &probe).await);
+        assert_eq!(probe.pulled(), 25, "eight free places were not filled together");
+        keys.open_all();
+        out.extend(drain(&mut flow, &probe).await);
+        assert_eq!(sorted(out), sequential(&oks(40)));
+    }
+}
+
+async_ops! {
+    #[tokio::test]
+    async fn quick_jobs_after_jobs_that_waited_are_refilled_in_batches_again(op: Op) {
+        // Jobs 0-15 wait at their gates: behind them every freed place is filled at
+        // once. Jobs 16-31 then finish at their first poll, in the same places: behind
+        // their results the consumer waits for refill batches again.
+        let probe = Probe::new();
+        let (gates, mut keys) = gates(48);
+        let work = Work::new(&probe).gated(&gates);
+        let mut flow = build(op, 16, None, source(oks(48), &probe), work);
+        assert!(poll_once(&mut flow, &probe).await.is_pending());
+        eventually("jobs 0-15 waiting at their gates", || probe.started() == 16).await;
+        for i in 0..32 {
+            keys.open(i);
+        }
+        eventually("jobs 0-15 finished", || probe.completed() == 16).await;
+        let mut out = Vec::new();
+        for _ in 0..16 {
+            out.extend(next(&mut flow, &probe).await);
+        }
+        assert_eq!(probe.pulled(), 31, "a place freed behind jobs that waited stayed empty");
+        assert!(poll_once(&mut flow, &probe).await.is_pending());
+        assert_eq!(probe.pulled(), 32);
+        eventually("jobs 16-31 finished", || probe.completed() == 32).await;
+        out.extend(next(&mut flow, &probe).await);
+        out.extend(next(&mut flow, &probe).await);
+        assert_eq!(probe.pulled(), 33, "nothing ran: the first freed place is filled");
+        out.extend(next(&mut flow, &probe).await);
+        assert_eq!(
+            probe.pulled(),
+            33,
+            "behind quick jobs, a freed place was filled before a batch was"
+        );
+        keys.open_all();
+        out.extend(drain(&mut flow, &probe).await);
+        assert_eq!(sorted(out), sequential(&oks(48)));
+    }
+}
+
+async_ops! {
+    #[tokio::test]
+    async fn a_lone_result_taken_back_leaves_no_free_place_behind(op: Op) {
+        // A result that comes back on its own, with nothing else left to yield, means
+        // the consumer keeps up: the places free when it is taken back are filled
+        // before it leaves, not after (they would stay empty while the consumer works
+        // on it).
+        let probe = Probe::new();
+        let (gates, mut keys) = gates(40);
+        for i in 0..=16 {
+            keys.open(i);
+        }
+        let work = Work::new(&probe).gated(&gates);
+        let mut flow = build(op, 16, None, source(oks(40), &probe), work);
+        assert!(poll_once(&mut flow, &probe).await.is_pending());
+        eventually("jobs 0-15 finished", || probe.completed() == 16).await;
+        let mut out = Vec::new();
+        out.extend(next(&mut flow, &probe).await);
+        out.extend(next(&mut flow, &probe).await);
+        assert_eq!(probe.pulled(), 17);
+        // Job 16 finishes at its first poll; jobs pulled after it wait at their gates.
+        eventually("job 16 finished", || probe.completed() == 17).await;
+        for _ in 3..=16 {
+            out.extend(next(&mut flow, &probe).await);
+        }
+        assert_eq!(probe.pulled(), 25, "one refill batch while the burst drained");
+        // Job 16's result comes back alone: 8 jobs run, 7 places are free.
+        out.extend(next(&mut flow, &probe).await);
+        assert_eq!(out.len(), 17);
+        assert_eq!(
+            probe.pulled(),
+            32,
+            "free places stayed empty while a lone result left"
+        );
         keys.open_all();
         out.extend(drain(&mut flow, &probe).await);
         assert_eq!(sorted(out), sequential(&oks(40)));
