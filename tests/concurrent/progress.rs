@@ -491,21 +491,29 @@ async_ops! {
     }
 }
 
+/// Limit 16 over 40 items, each job held at its gate, the gates of `open` open: the
+/// consumer polls once (16 pulled) and looks away until jobs 0-15 have finished at
+/// their first poll.
+async fn sixteen_finished(op: Op, open: std::ops::Range<u64>) -> (Probe, Keys, Flow) {
+    let probe = Probe::new();
+    let (gates, mut keys) = gates(40);
+    for i in open {
+        keys.open(i);
+    }
+    let work = Work::new(&probe).gated(&gates);
+    let mut flow = build(op, 16, None, source(oks(40), &probe), work);
+    assert!(poll_once(&mut flow, &probe).await.is_pending());
+    eventually("jobs 0-15 finished", || probe.completed() == 16).await;
+    (probe, keys, flow)
+}
+
 async_ops! {
     #[tokio::test]
     async fn quick_jobs_behind_a_burst_of_results_are_refilled_in_batches(op: Op) {
         // Jobs that finish at their first poll: while the consumer drains a burst of
         // results with a job running, freed places wait for a refill batch (here 8 of
         // 16) instead of costing a hand-off each.
-        let probe = Probe::new();
-        let (gates, mut keys) = gates(40);
-        for i in 0..16 {
-            keys.open(i);
-        }
-        let work = Work::new(&probe).gated(&gates);
-        let mut flow = build(op, 16, None, source(oks(40), &probe), work);
-        assert!(poll_once(&mut flow, &probe).await.is_pending());
-        eventually("jobs 0-15 finished", || probe.completed() == 16).await;
+        let (probe, mut keys, mut flow) = sixteen_finished(op, 0..16).await;
         let mut out = Vec::new();
         out.extend(next(&mut flow, &probe).await);
         out.extend(next(&mut flow, &probe).await);
@@ -568,15 +576,7 @@ async_ops! {
         // the consumer keeps up: the places free when it is taken back are filled
         // before it leaves, not after (they would stay empty while the consumer works
         // on it).
-        let probe = Probe::new();
-        let (gates, mut keys) = gates(40);
-        for i in 0..=16 {
-            keys.open(i);
-        }
-        let work = Work::new(&probe).gated(&gates);
-        let mut flow = build(op, 16, None, source(oks(40), &probe), work);
-        assert!(poll_once(&mut flow, &probe).await.is_pending());
-        eventually("jobs 0-15 finished", || probe.completed() == 16).await;
+        let (probe, mut keys, mut flow) = sixteen_finished(op, 0..17).await;
         let mut out = Vec::new();
         out.extend(next(&mut flow, &probe).await);
         out.extend(next(&mut flow, &probe).await);
@@ -608,15 +608,7 @@ all_ops! {
         // held at its gate. While results wait to be yielded the consumer may wait for a
         // refill batch of free places, but once it has yielded them all, its next poll
         // must fill every free place: slow jobs keep all `limit` places busy.
-        let probe = Probe::new();
-        let (gates, mut keys) = gates(40);
-        for i in 0..16 {
-            keys.open(i);
-        }
-        let work = Work::new(&probe).gated(&gates);
-        let mut flow = build(op, 16, None, source(oks(40), &probe), work);
-        assert!(poll_once(&mut flow, &probe).await.is_pending());
-        eventually("jobs 0-15 finished", || probe.completed() == 16).await;
+        let (probe, mut keys, mut flow) = sixteen_finished(op, 0..16).await;
         let mut out = Vec::new();
         for _ in 0..16 {
             out.extend(next(&mut flow, &probe).await);
