@@ -558,7 +558,7 @@ impl<T> Fifo<T> {
     fn append(&mut self, batch: &mut Vec<Option<T>>) {
         debug_assert!(
             batch.iter().all(Option::is_some),
-            "a batch holds taken places"
+            "flowgate: a batch handed to the run queue holds a taken place"
         );
         if self.is_empty() {
             // As a rule the drivers have emptied the queue: trade buffers, copy nothing.
