@@ -809,8 +809,6 @@ pub(crate) struct AsyncLane<Fut: Future> {
     starting: Vec<Option<Arc<Slot<Fut>>>>,
     /// Finished slots taken from the exchange, swapped with it to reuse both buffers.
     taken: Vec<Arc<Slot<Fut>>>,
-    /// Whether a job among those last collected returned `Pending` at some poll.
-    collected_waited: bool,
 }
 
 impl<Fut: Future> AsyncLane<Fut> {
@@ -852,7 +850,6 @@ impl<Fut: Future> AsyncLane<Fut> {
             free: Vec::new(),
             starting: Vec::new(),
             taken: Vec::new(),
-            collected_waited: false,
         }
     }
 
@@ -1066,7 +1063,11 @@ where
         self.shared.failure_handed.load(Ordering::Acquire)
     }
 
-    fn collect(&mut self, into: &mut Vec<(u64, Outcome<Fut::Output>)>, waker: Option<&Waker>) {
+    fn collect(
+        &mut self,
+        into: &mut Vec<(u64, Outcome<Fut::Output>)>,
+        waker: Option<&Waker>,
+    ) -> bool {
         // Written only when set: a driver standing by reads words on the same cache line.
         if self.shared.failure_handed.load(Ordering::Acquire) {
             self.shared.failure_handed.store(false, Ordering::Release);
@@ -1093,7 +1094,7 @@ where
                     drop(exchange);
                     self.wake_for_queued();
                 }
-                return;
+                return false;
             }
         }
         let mut waited = false;
@@ -1108,11 +1109,7 @@ where
             }
         }
         self.free.append(&mut self.taken);
-        self.collected_waited = waited;
-    }
-
-    fn jobs_waited(&self) -> bool {
-        self.collected_waited
+        waited
     }
 
     fn cancel_from(&mut self, index: u64) {

@@ -233,7 +233,7 @@ where
         self.shared.failure_finished.load(Ordering::Acquire)
     }
 
-    fn collect(&mut self, into: &mut Vec<(u64, Outcome<O>)>, waker: Option<&Waker>) {
+    fn collect(&mut self, into: &mut Vec<(u64, Outcome<O>)>, waker: Option<&Waker>) -> bool {
         self.shared.failure_finished.store(false, Ordering::Release);
         {
             let mut state = lock(&self.shared.state);
@@ -245,10 +245,12 @@ where
                         _ => state.consumer = Some(waker.clone()),
                     }
                 }
-                return;
+                return false;
             }
         }
         into.append(&mut self.taken);
+        // A blocking job runs to its end in one call: it never waits.
+        false
     }
 
     fn cancel_from(&mut self, index: u64) {

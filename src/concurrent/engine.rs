@@ -176,10 +176,10 @@ impl<O> State<O> {
     ) -> bool {
         self.yields_since_collect = 0;
         let mut finished = std::mem::take(&mut self.finished);
-        lane.collect(&mut finished, waker);
+        let waited = lane.collect(&mut finished, waker);
         let any = !finished.is_empty();
         if any {
-            self.refill = if lane.jobs_waited() { 1 } else { self.batch };
+            self.refill = if waited { 1 } else { self.batch };
             self.burst = finished.len() > 1;
         }
         // In the order the lane gave them (finish order, for the unordered exit).
@@ -326,8 +326,8 @@ impl<O> State<O> {
             }
         }
         // Results finished and not yet yielded: with many of them, the consumer will be
-        // busy yielding for a while before it next waits.
-        // A batch of one or a few jobs (behind jobs that wait) is not worth a yield.
+        // busy yielding for a while before it next waits, which is worth a yield after a
+        // full refill batch, not after one or a few jobs (behind jobs that waited).
         let busy_ahead =
             self.held - self.running >= BUSY_AHEAD && self.next_index - first >= self.batch as u64;
         lane.flush(busy_ahead)

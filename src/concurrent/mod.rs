@@ -86,17 +86,15 @@ pub(crate) trait Lane {
     fn flush(&mut self, busy_ahead: bool) -> bool;
     /// Moves finished results into `into`. With a waker and nothing finished, registers it
     /// to be woken when something finishes.
+    ///
+    /// Returns whether a job among those moved returned `Pending` at some poll: it waited
+    /// for a timer, for I/O or for another task. Refill batches pay only while jobs
+    /// finish at their first poll (see `refill_batch` in the engine).
     fn collect(
         &mut self,
         into: &mut Vec<(u64, Outcome<Self::Out>)>,
         waker: Option<&std::task::Waker>,
-    );
-    /// Whether a job among those the last [`Lane::collect`] moved returned `Pending` at
-    /// some poll: it waited for a timer, for I/O or for another task. Refill batches pay
-    /// only while jobs finish at their first poll (see `refill_batch` in the engine).
-    fn jobs_waited(&self) -> bool {
-        false
-    }
+    ) -> bool;
     /// Whether the consumer may spin briefly for results on a multi-thread runtime
     /// instead of waiting at once: worth it when results come from runtime workers
     /// within microseconds, not when every core may be busy running blocking jobs.
