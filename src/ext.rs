@@ -86,8 +86,9 @@ pub trait FlowExt: Stream {
     /// - A chunk is emitted as soon as its weight reaches `max_weight`, or when the next
     ///   item would push it over (that item starts the next chunk), and at the end.
     /// - An item heavier than `max_weight` is a chunk of its own: it is never dropped.
-    /// - Weights add up saturating. Items of weight 0 are allowed; an endless run of them
-    ///   keeps growing the current chunk.
+    /// - The sum is checked, never saturated: a chunk of several items never weighs more
+    ///   than `max_weight`, even near `usize::MAX`. Items of weight 0 are allowed; an
+    ///   endless run of them keeps growing the current chunk.
     /// - `weigh` is called once per item. Nothing is read ahead.
     ///
     /// # Panics

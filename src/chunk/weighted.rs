@@ -15,8 +15,11 @@ pin_project! {
     ///   is ever empty.
     /// - An item heavier than `max_weight` is a chunk of its own (after the chunk pending
     ///   before it): it is never dropped.
-    /// - Weights add up saturating. Items of weight 0 are allowed; an endless run of them
-    ///   keeps growing the current chunk, without bound.
+    /// - An item joins the chunk only if the chunk's true weight with it stays within
+    ///   `max_weight`: the sum is checked, so even at `max_weight == usize::MAX` no chunk
+    ///   of several items ever weighs more (a sum past `usize::MAX` does not fit).
+    ///   Items of weight 0 are allowed; an endless run of them keeps growing the current
+    ///   chunk, without bound.
     /// - `weigh` is called exactly once per item. Nothing is read ahead beyond the one
     ///   item that did not fit; no runtime is needed.
     /// - On a tokio runtime each chunk spends one unit of the task's budget
@@ -29,7 +32,8 @@ pin_project! {
         upstream: St,
         weigh: F,
         buffer: Vec<St::Item>,
-        // Saturating sum of the weights in `buffer`.
+        // Sum of the weights in `buffer`: exact, since an item joins only if the sum
+        // stays within `max_weight` (or the buffer was empty).
         weight: usize,
         // The item that did not fit in `buffer`, with its weight: it starts the next chunk.
         overflow: Option<(St::Item, usize)>,
@@ -77,12 +81,21 @@ impl<St: Stream, F: FnMut(&St::Item) -> usize> Stream for ChunksWeighted<St, F> 
             match ready!(me.upstream.as_mut().poll_next(cx)) {
                 Some(item) => {
                     let weight = (me.weigh)(&item);
-                    let total = me.weight.saturating_add(weight);
-                    if !me.buffer.is_empty() && total > *me.max_weight {
-                        *me.overflow = Some((item, weight));
-                    } else {
-                        me.buffer.push(item);
-                        *me.weight = total;
+                    let fits = me
+                        .weight
+                        .checked_add(weight)
+                        .filter(|total| *total <= *me.max_weight);
+                    match fits {
+                        Some(total) => {
+                            me.buffer.push(item);
+                            *me.weight = total;
+                        }
+                        None if me.buffer.is_empty() => {
+                            // Heavier than `max_weight` on its own: a chunk by itself.
+                            me.buffer.push(item);
+                            *me.weight = weight;
+                        }
+                        None => *me.overflow = Some((item, weight)),
                     }
                 }
                 None => *me.upstream_done = true,
@@ -160,6 +173,19 @@ mod tests {
         assert_eq!(stream.buffer, vec![2]);
         assert_eq!(stream.weight, 2);
         assert!(stream.overflow.is_none());
+    }
+
+    #[test]
+    fn a_sum_past_usize_max_never_shares_a_chunk() {
+        let half = usize::MAX / 2 + 1;
+        let weights = [half, 0, half, usize::MAX, 1];
+        let mut stream =
+            ChunksWeighted::new(crate::source::iter(weights), usize::MAX, |w: &usize| *w);
+        assert_eq!(poll(&mut stream), Poll::Ready(Some(vec![half, 0])));
+        assert_eq!(poll(&mut stream), Poll::Ready(Some(vec![half])));
+        assert_eq!(poll(&mut stream), Poll::Ready(Some(vec![usize::MAX])));
+        assert_eq!(poll(&mut stream), Poll::Ready(Some(vec![1])));
+        assert_eq!(poll(&mut stream), Poll::Ready(None));
     }
 
     #[test]
