@@ -128,9 +128,11 @@ pub trait FlowExt: Stream {
     ///   Unlike `futures::StreamExt::buffered`, which only advances while it is polled.
     /// - **Cancellation:** dropping the stream aborts every future still running; no new
     ///   item is pulled after that.
-    /// - **Panics:** a panic in `f` or in its future is re-raised in the consumer, with its
-    ///   original payload, at that item's position; the results before it are yielded
-    ///   first and all other work is cancelled before the re-raise.
+    /// - **Panics:** a panic in `f`, in its future (polled, or dropped once finished) or
+    ///   in upstream is re-raised in the consumer, with its original payload, at that
+    ///   item's position; the results before it are yielded first and all other work is
+    ///   cancelled before the re-raise. A panic while a cancelled future is dropped is
+    ///   contained.
     ///
     /// `f` is called on the consumer's task; only the futures it returns cross to the
     /// runtime, so neither upstream nor `f` need to be `Send` or `'static`.
@@ -145,7 +147,9 @@ pub trait FlowExt: Stream {
     /// while nothing runs.
     ///
     /// # Panics
-    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime,
+    /// and a later poll panics if the runtime of the first poll has shut down while the
+    /// stream still needs it.
     ///
     /// # Examples
     /// ```
@@ -187,7 +191,9 @@ pub trait FlowExt: Stream {
     /// finished but not yet yielded are dropped with the cancelled work.
     ///
     /// # Panics
-    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime,
+    /// and a later poll panics if the runtime of the first poll has shut down while the
+    /// stream still needs it.
     ///
     /// # Examples
     /// ```
@@ -237,11 +243,13 @@ pub trait FlowExt: Stream {
     /// - **Cancellation:** dropping the stream discards queued items; a closure already
     ///   running on a thread cannot be interrupted: it runs to its end and its result is
     ///   dropped.
-    /// - **Panics:** re-raised in the consumer at the item's position, with the original
-    ///   payload, after the results before it.
+    /// - **Panics:** a panic in `f` or in upstream is re-raised in the consumer at the
+    ///   item's position, with the original payload, after the results before it.
     ///
     /// # Panics
-    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime,
+    /// and a later poll panics if the runtime of the first poll has shut down while the
+    /// stream still needs it.
     ///
     /// # Examples
     /// ```
@@ -278,7 +286,9 @@ pub trait FlowExt: Stream {
     /// finished but not yet yielded are dropped.
     ///
     /// # Panics
-    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime,
+    /// and a later poll panics if the runtime of the first poll has shut down while the
+    /// stream still needs it.
     ///
     /// # Examples
     /// ```
@@ -326,8 +336,10 @@ pub trait TryFlowExt: TryStream {
     /// more is pulled.
     ///
     /// # Panics
-    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime. A
-    /// panic in `f` or its future is re-raised at its position.
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime,
+    /// and a later poll panics if the runtime of the first poll has shut down while the
+    /// stream still needs it. A panic in `f`, its future or upstream is re-raised at its
+    /// position.
     ///
     /// # Examples
     /// ```
@@ -366,7 +378,9 @@ pub trait TryFlowExt: TryStream {
     /// error inside `f` (return `Ok(Err(e))`) instead.
     ///
     /// # Panics
-    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime,
+    /// and a later poll panics if the runtime of the first poll has shut down while the
+    /// stream still needs it.
     ///
     /// # Examples
     /// ```
@@ -408,7 +422,9 @@ pub trait TryFlowExt: TryStream {
     /// finishes on its thread and its result is dropped.
     ///
     /// # Panics
-    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime,
+    /// and a later poll panics if the runtime of the first poll has shut down while the
+    /// stream still needs it.
     ///
     /// # Examples
     /// ```
@@ -445,7 +461,9 @@ pub trait TryFlowExt: TryStream {
     /// dropped).
     ///
     /// # Panics
-    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime,
+    /// and a later poll panics if the runtime of the first poll has shut down while the
+    /// stream still needs it.
     ///
     /// # Examples
     /// ```

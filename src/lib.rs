@@ -67,17 +67,27 @@
 //!    `par_map`, on the blocking pool), so it advances while the consumer is busy
 //!    elsewhere, and in parallel on a multi-thread runtime.
 //! 3. **Cancellation on drop.** Dropping the stream aborts its in-flight work and starts
-//!    nothing new. A blocking closure already running cannot be interrupted: it finishes
-//!    and its result is discarded.
-//! 4. **Panics are never lost.** A panic in user code re-raises in the consumer, with its
-//!    original payload, when the consumer reaches it; all other work is cancelled first.
+//!    nothing new: a worker claims a job in one step that the cancellation also takes,
+//!    so a job not claimed by then never starts. A blocking closure already running (or
+//!    claimed and about to be called) cannot be interrupted: it finishes and its result
+//!    is discarded. A panic raised while a cancelled future is dropped is contained:
+//!    after a drop nobody is left to receive it.
+//! 4. **Panics are never lost.** A panic in user code (in `f`, in its future, in a
+//!    finished future's destructor, or in upstream) re-raises in the consumer, with its
+//!    original payload, when the consumer reaches it: in input order, only after the
+//!    results before its position. All other work is cancelled first.
 //! 5. **Fail fast.** In the `try_` operators the first error, from upstream or from `f`,
 //!    is yielded in its position (ordered) or when it happens (unordered), then the stream
-//!    ends and in-flight work is cancelled.
+//!    ends. Work the failure makes useless (after its position, or all other work when
+//!    unordered) is cancelled as soon as the failure happens, without waiting for the
+//!    consumer's next poll.
 //! 6. **Bad arguments fail loudly.** `limit == 0`, `max_items == 0`, `max_weight == 0` or
 //!    a window below the limit panic where the operator is created. Building a pipeline
 //!    needs no runtime; polling one that runs work outside a tokio runtime panics with a
-//!    message saying so.
+//!    message saying so. A stream runs its work on the runtime of its first poll; if that
+//!    runtime shuts down while the stream still needs it (jobs running there, or more to
+//!    start), the next poll panics saying so, instead of waiting forever for work that
+//!    died with it.
 //!
 //! # How it differs from `buffered` / `buffer_unordered`
 //!

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use super::{Lane, Outcome};
+use super::{Lane, Outcome, Payload};
 
 /// Driver polls per turn before it yields to the runtime.
 const POLLS_PER_TURN: usize = 64;
@@ -105,6 +105,13 @@ struct Shared<Fut: Future> {
     consumer_waiting: AtomicBool,
     /// Counts wake-ups of parked drivers, so a driver can tell it woke one itself.
     helper_wakes: AtomicUsize,
+    /// Every slot ever made (at most `limit`), for cancellation sweeps: the consumer's,
+    /// and a driver's as soon as it sees a failure. Emptied at shutdown, which breaks
+    /// the reference cycle through `Slot::shared`.
+    slots: Mutex<Vec<Arc<Slot<Fut>>>>,
+    /// Set when a driver task was dropped while the lane was open: only the runtime's
+    /// shutdown does that, and the jobs it held are lost.
+    runtime_gone: AtomicBool,
 }
 
 /// What a standing-by driver reads in its spin, without the run queue's lock. Written
@@ -269,6 +276,32 @@ impl<Fut: Future> Shared<Fut> {
     fn is_cancelled(&self, index: u64) -> bool {
         index >= self.cutoff.load(Ordering::Acquire)
     }
+
+    /// Cancels every job at `from` or later: the cutoff first, so that no driver claims
+    /// one of them from now on, then a sweep that drops the futures not being polled (a
+    /// driver polling one drops it when its poll returns, see `Driver::park_job`).
+    /// Runs no user code under a lock: each future is dropped after its cell's lock is
+    /// released, and a panic in its destructor is contained (the failure or the drop
+    /// that cancelled it is what the consumer sees).
+    fn cancel_from(&self, from: u64) {
+        self.cutoff.fetch_min(from, Ordering::AcqRel);
+        let slots = lock(&self.slots).clone();
+        for slot in slots {
+            let mut cell = lock(&slot.cell);
+            if cell.index < from {
+                continue;
+            }
+            let Some(future) = cell.future.as_mut() else {
+                continue;
+            };
+            if future.is_none() {
+                continue;
+            }
+            let mut taken = mem::replace(future, Box::pin(None));
+            drop(cell);
+            drop(drop_job(&mut taken));
+        }
+    }
 }
 
 impl<Fut: Future> Wake for Slot<Fut> {
@@ -343,7 +376,7 @@ where
         if self.shared.is_closed() {
             drop(exchange);
             for slot in self.finished.drain(..) {
-                drop(take_output(&slot));
+                drop_contained(take_output(&slot));
             }
             return false;
         }
@@ -420,23 +453,32 @@ where
     /// Polls one job. Returns the slot when it finished.
     fn run(&mut self, slot: Arc<Slot<Fut>>) {
         slot.state.store(RUNNING, Ordering::Release);
+        // The claim: the future is taken and the cutoff checked under the cell's lock,
+        // the lock a cancellation sweeps under after it moved the cutoff. So a job is
+        // either claimed before its cancellation (it is polled, and dropped once its
+        // poll returns) or dropped by the sweep, never polled after it.
         let (mut future, index) = {
             let mut cell = lock(&slot.cell);
-            match cell.future.take() {
-                Some(future) => (future, cell.index),
-                None => {
+            let cancelled = self.shared.is_cancelled(cell.index);
+            match cell.future.as_mut() {
+                Some(future) if cancelled && future.is_some() => {
+                    let mut taken = mem::replace(future, Box::pin(None));
+                    drop(cell);
+                    drop(drop_job(&mut taken));
+                    slot.state.store(DONE, Ordering::Release);
+                    return;
+                }
+                Some(_) if !cancelled => {
+                    let future = cell.future.take().expect("matched as present");
+                    (future, cell.index)
+                }
+                _ => {
                     drop(cell);
                     slot.state.store(DONE, Ordering::Release);
                     return;
                 }
             }
         };
-        if self.shared.is_cancelled(index) {
-            drop_job(&mut future);
-            lock(&slot.cell).future = Some(future);
-            slot.state.store(DONE, Ordering::Release);
-            return;
-        }
         let waker = Waker::from(Arc::clone(&slot));
         let mut cx = Context::from_waker(&waker);
         let polled = catch_unwind(AssertUnwindSafe(|| match future.as_mut().as_pin_mut() {
@@ -448,21 +490,29 @@ where
                 self.park_job(&slot, future, index);
                 return;
             }
-            Ok(Poll::Ready(output)) => {
-                self.failed |= (self.is_failure)(&output);
-                Ok(output)
-            }
+            Ok(Poll::Ready(output)) => match drop_job(&mut future) {
+                // A panic in the finished future's destructor is that job's panic.
+                Some(payload) => {
+                    drop_contained(output);
+                    Err(payload)
+                }
+                None => Ok(output),
+            },
             Err(payload) => {
-                self.failed = true;
+                drop(drop_job(&mut future));
                 Err(payload)
             }
         };
-        if self.failed {
-            // Fail fast: later jobs stop now, not when the consumer next looks.
+        let failed = match &output {
+            Ok(output) => (self.is_failure)(output),
+            Err(_) => true,
+        };
+        if failed {
+            // Fail fast: later jobs are dropped now, not when the consumer next looks.
+            self.failed = true;
             let from = super::cancel_from_after_failure(index, self.ordered);
-            self.shared.cutoff.fetch_min(from, Ordering::AcqRel);
+            self.shared.cancel_from(from);
         }
-        drop_job(&mut future);
         {
             let mut cell = lock(&slot.cell);
             cell.future = Some(future);
@@ -480,7 +530,7 @@ where
         // after setting the cutoff, so the job is dropped by one side or the other.
         if self.shared.is_cancelled(index) {
             drop(cell);
-            drop_job(&mut future);
+            drop(drop_job(&mut future));
             lock(&slot.cell).future = Some(future);
             slot.state.store(DONE, Ordering::Release);
             return;
@@ -655,10 +705,18 @@ fn take_output<Fut: Future>(slot: &Slot<Fut>) -> Option<Outcome<Fut::Output>> {
     lock(&slot.cell).output.take()
 }
 
-/// Drops a job's future in place (its box is kept for the next job). A panic in the
-/// future's destructor is contained: the job's own result or panic is what counts.
-fn drop_job<Fut>(future: &mut FutureBox<Fut>) {
-    let _ = catch_unwind(AssertUnwindSafe(|| future.as_mut().set(None)));
+/// Drops a job's future in place (its box is kept for the next job). Returns the panic
+/// its destructor raised, if any: the caller decides whether it is the job's own panic
+/// (a finished job) or one to contain (a job cancelled, whose cancellation is what the
+/// consumer sees, or none at all when the stream was dropped).
+#[must_use = "a destructor's panic is reported or contained on purpose"]
+fn drop_job<Fut>(future: &mut FutureBox<Fut>) -> Option<Payload> {
+    catch_unwind(AssertUnwindSafe(|| future.as_mut().set(None))).err()
+}
+
+/// Drops a value of the user's, containing a panic in its destructor.
+fn drop_contained<T>(value: T) {
+    drop(catch_unwind(AssertUnwindSafe(move || drop(value))));
 }
 
 impl<Fut> Future for Driver<Fut>
@@ -791,6 +849,22 @@ where
     }
 }
 
+/// A driver task is dropped before it returns only when its runtime shuts down (the
+/// lane never aborts one): the jobs it would have polled are lost, so the consumer is
+/// told, and woken to learn it, instead of waiting for them forever.
+impl<Fut: Future> Drop for Driver<Fut> {
+    fn drop(&mut self) {
+        if self.shared.is_closed() {
+            return;
+        }
+        self.shared.runtime_gone.store(true, Ordering::Release);
+        let consumer = lock(&self.shared.exchange).consumer.take();
+        if let Some(waker) = consumer {
+            waker.wake();
+        }
+    }
+}
+
 /// The consumer's handle on the async lane.
 pub(crate) struct AsyncLane<Fut: Future> {
     shared: Arc<Shared<Fut>>,
@@ -802,8 +876,6 @@ pub(crate) struct AsyncLane<Fut: Future> {
     workers: usize,
     is_failure: Option<fn(&Fut::Output) -> bool>,
     ordered: bool,
-    /// Every slot ever made (at most `limit`), for cancellation sweeps.
-    slots: Vec<Arc<Slot<Fut>>>,
     free: Vec<Arc<Slot<Fut>>>,
     /// Jobs started since the last flush (each `Some`, in the run queue's element type).
     starting: Vec<Option<Arc<Slot<Fut>>>>,
@@ -839,6 +911,8 @@ impl<Fut: Future> AsyncLane<Fut> {
                 consumer_waiting: AtomicBool::new(false),
                 failure_handed: AtomicBool::new(false),
                 helper_wakes: AtomicUsize::new(0),
+                slots: Mutex::new(Vec::new()),
+                runtime_gone: AtomicBool::new(false),
             }),
             limit,
             handle: None,
@@ -846,7 +920,6 @@ impl<Fut: Future> AsyncLane<Fut> {
             workers: 1,
             is_failure: None,
             ordered: true,
-            slots: Vec::new(),
             free: Vec::new(),
             starting: Vec::new(),
             taken: Vec::new(),
@@ -865,28 +938,8 @@ impl<Fut: Future> AsyncLane<Fut> {
                 waited: false,
             }),
         });
-        self.slots.push(Arc::clone(&slot));
+        lock(&self.shared.slots).push(Arc::clone(&slot));
         slot
-    }
-
-    /// Drops the future of every job at `from` or later that is not being polled; a driver
-    /// polling one drops it when its poll returns (see `Driver::park_job`).
-    fn sweep(&self, from: u64) {
-        for slot in &self.slots {
-            let mut cell = lock(&slot.cell);
-            if cell.index < from {
-                continue;
-            }
-            let Some(future) = cell.future.as_mut() else {
-                continue;
-            };
-            if future.is_none() {
-                continue;
-            }
-            let mut taken = mem::replace(future, Box::pin(None));
-            drop(cell);
-            drop_job(&mut taken);
-        }
     }
 
     /// Whether a driver may stand by: on a runtime with more than one worker. What only a
@@ -950,10 +1003,10 @@ impl<Fut: Future> AsyncLane<Fut> {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.shared.cutoff.store(0, Ordering::Release);
-        self.sweep(0);
-        for slot in &self.slots {
-            drop(take_output(slot));
+        self.shared.cancel_from(0);
+        let slots = mem::take(&mut *lock(&self.shared.slots));
+        for slot in &slots {
+            drop_contained(take_output(slot));
         }
         let (queued, parked) = {
             let mut run = lock(&self.shared.run);
@@ -1063,6 +1116,10 @@ where
         self.shared.failure_handed.load(Ordering::Acquire)
     }
 
+    fn runtime_gone(&self) -> bool {
+        self.shared.runtime_gone.load(Ordering::Acquire)
+    }
+
     fn collect(
         &mut self,
         into: &mut Vec<(u64, Outcome<Fut::Output>)>,
@@ -1113,8 +1170,7 @@ where
     }
 
     fn cancel_from(&mut self, index: u64) {
-        self.shared.cutoff.fetch_min(index, Ordering::AcqRel);
-        self.sweep(index);
+        self.shared.cancel_from(index);
     }
 
     fn close(&mut self) {
@@ -1122,7 +1178,6 @@ where
         self.starting.clear();
         self.free.clear();
         self.taken.clear();
-        self.slots.clear();
     }
 }
 

@@ -34,8 +34,12 @@ struct Shared<F, T, O> {
     ordered: AtomicBool,
     state: Mutex<State<T, O>>,
     job_ready: Condvar,
-    /// Jobs at this position or later are cancelled.
+    /// Jobs at this position or later are cancelled. Moved only under the lock of
+    /// `state`, under which a loop also claims a job: so each job is either claimed
+    /// before its cancellation (it runs to its end) or never started.
     cutoff: AtomicU64,
+    /// Set when a drain loop could not start because the runtime had shut down.
+    runtime_gone: AtomicBool,
 }
 
 struct State<T, O> {
@@ -51,51 +55,94 @@ struct State<T, O> {
     closed: bool,
 }
 
-fn drain<F, T, O>(shared: Arc<Shared<F, T, O>>)
+/// A drain loop's right to run, handed to `spawn_blocking`. Dropped without being
+/// used, it means tokio dropped the loop unstarted: the runtime has shut down.
+struct LoopTicket<F, T, O>(Option<Arc<Shared<F, T, O>>>);
+
+impl<F, T, O> Drop for LoopTicket<F, T, O> {
+    fn drop(&mut self) {
+        let Some(shared) = self.0.take() else {
+            return;
+        };
+        shared.runtime_gone.store(true, Ordering::Release);
+        let consumer = {
+            let mut state = lock(&shared.state);
+            state.loops -= 1;
+            state.consumer.take()
+        };
+        if let Some(waker) = consumer {
+            waker.wake();
+        }
+    }
+}
+
+impl<F, T, O> Shared<F, T, O> {
+    /// Moves the cutoff to `from` and takes the queued jobs it cancels (a suffix: queued
+    /// positions only grow), to be dropped once the lock is released.
+    fn cancel_from(&self, state: &mut State<T, O>, from: u64) -> VecDeque<(u64, T)> {
+        self.cutoff.fetch_min(from, Ordering::AcqRel);
+        let keep = state.queue.iter().take_while(|(i, _)| *i < from).count();
+        state.queue.split_off(keep)
+    }
+
+    /// Whether `outcome` ends the stream: a panic, or an output `is_failure` accepts.
+    fn is_failure(&self, outcome: &Outcome<O>) -> bool {
+        match outcome {
+            Ok(out) => self
+                .is_failure
+                .get()
+                .is_some_and(|is_failure| is_failure(out)),
+            Err(_) => true,
+        }
+    }
+}
+
+fn drain<F, T, O>(mut ticket: LoopTicket<F, T, O>)
 where
     F: Fn(T) -> O,
 {
+    let shared = ticket.0.take().expect("a ticket is used once");
     let mut state = lock(&shared.state);
     loop {
         if let Some((index, item)) = state.queue.pop_front() {
-            drop(state);
-            let outcome = if index >= shared.cutoff.load(Ordering::Acquire) {
+            // The claim: taken and checked under the lock that every cancellation takes.
+            if index >= shared.cutoff.load(Ordering::Acquire) {
+                drop(state);
                 drop(item);
-                None
-            } else {
-                Some(catch_unwind(AssertUnwindSafe(|| (shared.f)(item))))
-            };
-            let failed = outcome.as_ref().is_some_and(|outcome| match outcome {
-                Ok(out) => shared
-                    .is_failure
-                    .get()
-                    .is_some_and(|is_failure| is_failure(out)),
-                Err(_) => true,
-            });
+                state = lock(&shared.state);
+                continue;
+            }
+            drop(state);
+            let outcome = catch_unwind(AssertUnwindSafe(|| (shared.f)(item)));
+            let failed = shared.is_failure(&outcome);
+            state = lock(&shared.state);
+            let mut cancelled = VecDeque::new();
             if failed {
-                // Fail fast: queued jobs after it never start, whenever the consumer looks.
+                // Fail fast: queued jobs after it are dropped now, not when the
+                // consumer next looks.
                 let ordered = shared.ordered.load(Ordering::Relaxed);
                 let from = super::cancel_from_after_failure(index, ordered);
-                shared.cutoff.fetch_min(from, Ordering::AcqRel);
+                cancelled = shared.cancel_from(&mut state, from);
             }
-            state = lock(&shared.state);
-            if let Some(outcome) = outcome {
-                if state.closed {
-                    // A closed stream's result is user data: dropped outside the lock.
-                    drop(state);
-                    drop(outcome);
-                    state = lock(&shared.state);
-                    continue;
-                }
+            let (consumer, discarded) = if state.closed {
+                (None, Some(outcome))
+            } else {
                 state.finished.push((index, outcome));
                 if failed {
                     shared.failure_finished.store(true, Ordering::Release);
                 }
-                if let Some(consumer) = state.consumer.take() {
-                    drop(state);
+                (state.consumer.take(), None)
+            };
+            if !cancelled.is_empty() || consumer.is_some() || discarded.is_some() {
+                // User data (cancelled items, a closed stream's result) is dropped,
+                // and the consumer woken, outside the lock.
+                drop(state);
+                drop(cancelled);
+                drop(discarded);
+                if let Some(consumer) = consumer {
                     consumer.wake();
-                    state = lock(&shared.state);
                 }
+                state = lock(&shared.state);
             }
             continue;
         }
@@ -150,6 +197,7 @@ impl<F, T, O> BlockingLane<F, T, O> {
                 }),
                 job_ready: Condvar::new(),
                 cutoff: AtomicU64::new(u64::MAX),
+                runtime_gone: AtomicBool::new(false),
             }),
             limit,
             handle: None,
@@ -159,12 +207,12 @@ impl<F, T, O> BlockingLane<F, T, O> {
     }
 
     fn shut(&mut self) {
-        self.shared.cutoff.store(0, Ordering::Release);
         let (queue, finished) = {
             let mut state = lock(&self.shared.state);
             state.closed = true;
             state.consumer = None;
-            (mem::take(&mut state.queue), mem::take(&mut state.finished))
+            let queue = self.shared.cancel_from(&mut state, 0);
+            (queue, mem::take(&mut state.finished))
         };
         self.shared.job_ready.notify_all();
         drop(queue);
@@ -219,8 +267,8 @@ where
             .as_ref()
             .expect("flowgate: the lane is bound at the first poll");
         for _ in 0..spawn {
-            let shared = Arc::clone(&self.shared);
-            handle.spawn_blocking(move || drain(shared));
+            let ticket = LoopTicket(Some(Arc::clone(&self.shared)));
+            handle.spawn_blocking(move || drain(ticket));
         }
         false
     }
@@ -254,14 +302,14 @@ where
     }
 
     fn cancel_from(&mut self, index: u64) {
-        self.shared.cutoff.fetch_min(index, Ordering::AcqRel);
-        // Positions in the queue only grow, so the cancelled jobs are a suffix.
-        let cancelled = {
-            let mut state = lock(&self.shared.state);
-            let keep = state.queue.iter().take_while(|(i, _)| *i < index).count();
-            state.queue.split_off(keep)
-        };
+        let cancelled = self
+            .shared
+            .cancel_from(&mut lock(&self.shared.state), index);
         drop(cancelled);
+    }
+
+    fn runtime_gone(&self) -> bool {
+        self.shared.runtime_gone.load(Ordering::Acquire)
     }
 
     fn close(&mut self) {

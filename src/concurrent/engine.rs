@@ -298,18 +298,18 @@ impl<O> State<O> {
             let polled = match polled {
                 Ok(polled) => polled,
                 Err(payload) => {
-                    // An upstream panic ends the stream like any other: work is
-                    // cancelled first, and the broken upstream is never polled again.
-                    self.end(lane);
-                    resume_unwind(payload)
+                    // An upstream panic is the result of the position it took: results
+                    // before it leave first (in input order), later work is cancelled,
+                    // and the broken upstream is never polled again.
+                    self.upstream_done = true;
+                    let index = self.take_position();
+                    self.record(lane, index, Err(payload));
+                    break;
                 }
             };
             match polled {
                 Poll::Ready(Some(item)) => {
-                    let index = self.next_index;
-                    self.next_index += 1;
-                    self.held += 1;
-                    self.exit.pulled();
+                    let index = self.take_position();
                     match mapper.prepare(item) {
                         Prepared::Start(job) => {
                             self.running += 1;
@@ -333,6 +333,16 @@ impl<O> State<O> {
         lane.flush(busy_ahead)
     }
 
+    /// Gives the next position to an item just pulled (or to the panic that took its
+    /// place): it counts against the bound until its result is yielded.
+    fn take_position(&mut self) -> u64 {
+        let index = self.next_index;
+        self.next_index += 1;
+        self.held += 1;
+        self.exit.pulled();
+        index
+    }
+
     /// Hands a result to the consumer; a failure ends the stream, a panic re-raises.
     fn deliver<L: Lane<Out = O>>(&mut self, lane: &mut L, outcome: Outcome<O>) -> Option<O> {
         self.held -= 1;
@@ -347,6 +357,21 @@ impl<O> State<O> {
                 self.end(lane);
                 resume_unwind(payload)
             }
+        }
+    }
+
+    /// Panics if the runtime the lane was bound to has shut down and the stream still
+    /// needs it: jobs it ran are lost, and new ones could not run. A stream whose work
+    /// was all done before yields what it holds and ends as usual.
+    fn check_runtime<L: Lane<Out = O>>(&mut self, lane: &mut L) {
+        if !self.bound || !lane.runtime_gone() {
+            return;
+        }
+        self.collect(lane, None);
+        let needs_runtime = self.running > 0 || !(self.upstream_done || self.exit.failed());
+        if needs_runtime {
+            self.end(lane);
+            super::runtime_gone(self.operator);
         }
     }
 
@@ -380,6 +405,7 @@ where
             state.bound = true;
         }
         state.end_wait();
+        state.check_runtime(lane);
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         loop {
             // Results are taken back in batches: while some wait to leave, the lane is
@@ -418,6 +444,7 @@ where
                 return Poll::Pending;
             }
             if registered || !state.collect(lane, Some(cx.waker())) {
+                state.check_runtime(lane);
                 state.stop_lingering();
                 if state.multi_worker {
                     state.waiting_since = Some(Instant::now());

@@ -103,6 +103,10 @@ pub(crate) trait Lane {
     /// and not yet collected. An unordered exit must see it before it yields anything
     /// else, so the consumer collects at once when this is set.
     fn failure_waiting(&self) -> bool;
+    /// Whether the runtime the lane was bound to has shut down while the lane was open:
+    /// its workers (driver tasks, drain loops) died with it, or could not be started on
+    /// it, so jobs handed over will never finish.
+    fn runtime_gone(&self) -> bool;
     /// Cancels every job at position `index` or later: queued ones never start, running
     /// futures are dropped; their results are never reported.
     fn cancel_from(&mut self, index: u64);
@@ -117,6 +121,15 @@ pub(crate) fn cancel_from_after_failure(index: u64, ordered: bool) -> u64 {
     } else {
         0
     }
+}
+
+/// The panic raised when a stream's work died with the runtime it was started on.
+#[track_caller]
+pub(crate) fn runtime_gone(operator: &str) -> ! {
+    panic!(
+        "flowgate: `{operator}` was started on a tokio runtime that has shut down, and \
+         its work was lost with it; a stream cannot move to another runtime once polled"
+    )
 }
 
 /// The message of the panic raised when an operator is polled outside a tokio runtime.

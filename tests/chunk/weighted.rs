@@ -63,20 +63,29 @@ fn zero_weights_are_allowed() {
 }
 
 #[test]
-fn weights_add_up_saturating() {
+fn a_sum_past_usize_max_does_not_fit() {
     let max = usize::MAX;
     assert_eq!(
         chunk(10, vec![max, max, 3]),
         vec![vec![max], vec![max], vec![3]]
     );
     assert_eq!(chunk(10, vec![3, max]), vec![vec![3], vec![max]]);
-    // The sum saturates at usize::MAX, which reaches a max_weight of usize::MAX.
-    assert_eq!(chunk(max, vec![1, max, 2]), vec![vec![1, max], vec![2]]);
+    // 1 + MAX is past usize::MAX: over a max_weight of usize::MAX, so MAX goes alone.
+    assert_eq!(
+        chunk(max, vec![1, max, 2]),
+        vec![vec![1], vec![max], vec![2]]
+    );
     let half = max / 2 + 1;
     assert_eq!(
         chunk(max - 1, vec![half, half, 1]),
         vec![vec![half], vec![half, 1]]
     );
+    // Two halves weigh 2^64 together: never one chunk, even beside a weight of 0.
+    assert_eq!(
+        chunk(max, vec![half, 0, half]),
+        vec![vec![half, 0], vec![half]]
+    );
+    assert_eq!(chunk(max, vec![max, 0, 0]), vec![vec![max], vec![0, 0]]);
 }
 
 #[test]
@@ -216,4 +225,57 @@ async fn an_always_ready_upstream_does_not_starve_other_tasks() {
 #[should_panic(expected = "max_weight")]
 fn zero_max_weight_panics_at_construction() {
     let _ = flowgate::source::iter([1usize]).chunks_weighted(0, |w| *w);
+}
+
+/// The true sum of a chunk's weights, which cannot overflow.
+fn true_weight(chunk: &[usize]) -> u128 {
+    chunk.iter().map(|w| *w as u128).sum()
+}
+
+#[test]
+fn a_chunk_never_holds_more_than_max_weight_near_usize_max() {
+    // Two halves of usize::MAX (plus one) sum to more than it: saturating at usize::MAX,
+    // the sum must not pass for one that fits.
+    let half = usize::MAX / 2 + 1;
+    assert_eq!(
+        chunk(usize::MAX, vec![half, 0, half]),
+        vec![vec![half, 0], vec![half]],
+        "a chunk whose true weight exceeds usize::MAX"
+    );
+}
+
+proptest::proptest! {
+    /// For every `max_weight` near `usize::MAX` and weights around its halves and thirds,
+    /// a chunk of more than one item weighs (truly, in `u128`) at most `max_weight`; and
+    /// nothing is lost or reordered.
+    #[test]
+    fn chunks_stay_within_max_weight_by_their_true_sum(
+        max_weight in proptest::prop_oneof![
+            proptest::strategy::Just(usize::MAX), proptest::strategy::Just(usize::MAX - 1), (usize::MAX / 2)..=usize::MAX
+        ],
+        weights in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(0usize),
+                proptest::strategy::Just(1usize),
+                proptest::strategy::Just(usize::MAX),
+                (usize::MAX / 3 - 2)..=(usize::MAX / 3 + 2),
+                (usize::MAX / 2 - 2)..=(usize::MAX / 2 + 2),
+                proptest::num::usize::ANY,
+            ],
+            0..12,
+        ),
+    ) {
+        let chunks = chunk(max_weight, weights.clone());
+        proptest::prop_assert_eq!(chunks.concat(), weights);
+        for piece in &chunks {
+            proptest::prop_assert!(!piece.is_empty(), "an empty chunk");
+            proptest::prop_assert!(
+                piece.len() == 1 || true_weight(piece) <= max_weight as u128,
+                "chunk {:?} weighs {} over max_weight {}",
+                piece,
+                true_weight(piece),
+                max_weight
+            );
+        }
+    }
 }

@@ -11,6 +11,9 @@ use futures::{FutureExt, StreamExt};
 
 use crate::support::{Live, Probe};
 
+/// Unordered, an upstream panic is a failure when it happens: jobs still running are
+/// cancelled before it re-raises. (In input order it waits for the results before its
+/// position: see `defects.rs`.)
 #[tokio::test]
 async fn an_upstream_panic_cancels_the_work_first_and_ends_the_stream() {
     let probe = Probe::new();
@@ -20,7 +23,7 @@ async fn an_upstream_panic_cancels_the_work_first_and_ends_the_stream() {
         panic!("upstream broke");
     };
     let jobs = probe.clone();
-    let mut flow = Box::pin(upstream.map_concurrent(4, move |i| {
+    let mut flow = Box::pin(upstream.map_concurrent_unordered(4, move |i| {
         let guard = Live::new(&jobs);
         async move {
             let _guard = guard;

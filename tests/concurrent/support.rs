@@ -877,3 +877,101 @@ pub fn windows(op: Op, limit: usize) -> Vec<Option<usize>> {
         vec![None]
     }
 }
+
+/// Like [`source`], but after `items` the next poll panics with the `String` payload
+/// `"upstream broke at {n}"` (`n` = the number of items). Also returns a count of the polls
+/// made after that panic: a stage must never poll a broken upstream again.
+pub fn breaking_source(
+    items: Vec<Item>,
+    probe: &Probe,
+) -> (impl Stream<Item = Item> + Send + 'static, Arc<AtomicUsize>) {
+    let at = items.len();
+    let polled_after = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&polled_after);
+    let mut broken = false;
+    let tail = futures::stream::poll_fn(move |_| {
+        if broken {
+            counter.fetch_add(1, SeqCst);
+            return Poll::Ready(None);
+        }
+        broken = true;
+        panic!("upstream broke at {at}");
+    });
+    (source(items, probe).chain(tail), polled_after)
+}
+
+/// The worker counts every multi-thread scenario runs on.
+pub const WORKER_COUNTS: [usize; 4] = [1, 2, 4, 8];
+
+/// A multi-thread runtime with `workers` worker threads, time and I/O enabled.
+pub fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a multi-thread runtime")
+}
+
+/// Runs `body` to its end on a fresh multi-thread runtime of each of [`WORKER_COUNTS`]; a
+/// failure says on how many workers it happened.
+pub fn on_workers<F: Future>(mut body: impl FnMut() -> F) {
+    for workers in WORKER_COUNTS {
+        let runtime = multi_thread(workers);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(body())));
+        if let Err(payload) = outcome {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|message| (*message).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic with a custom payload".to_owned());
+            panic!("on {workers} worker threads: {message}");
+        }
+    }
+}
+
+/// Like [`op_tests!`], but each generated test is a plain `#[test]` that runs the body on
+/// multi-thread runtimes of 1, 2, 4 and 8 workers ([`on_workers`]), over all eight
+/// operators.
+macro_rules! all_ops_on_workers {
+    (async fn $name:ident($op:ident: Op) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn check($op: Op) $body
+
+            #[test]
+            fn map_concurrent() {
+                on_workers(|| check(Op::MapConcurrent));
+            }
+            #[test]
+            fn map_concurrent_unordered() {
+                on_workers(|| check(Op::MapConcurrentUnordered));
+            }
+            #[test]
+            fn par_map() {
+                on_workers(|| check(Op::ParMap));
+            }
+            #[test]
+            fn par_map_unordered() {
+                on_workers(|| check(Op::ParMapUnordered));
+            }
+            #[test]
+            fn try_map_concurrent() {
+                on_workers(|| check(Op::TryMapConcurrent));
+            }
+            #[test]
+            fn try_map_concurrent_unordered() {
+                on_workers(|| check(Op::TryMapConcurrentUnordered));
+            }
+            #[test]
+            fn try_par_map() {
+                on_workers(|| check(Op::TryParMap));
+            }
+            #[test]
+            fn try_par_map_unordered() {
+                on_workers(|| check(Op::TryParMapUnordered));
+            }
+        }
+    };
+}
