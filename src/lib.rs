@@ -107,13 +107,12 @@
 //! (about one per worker, never more than `limit`), not one task per item. On a
 //! multi-thread runtime, quick jobs run on the consumer's own worker; while jobs keep
 //! being queued, one driver stands by, as a rule on another worker, and takes any job
-//! that has waited 20–30 µs behind a long poll. It looks at the queue every 5 µs: on an
-//! otherwise idle worker it waits for its next look in place; beside the consumer, or on
-//! a worker with other tasks, it yields between looks, so they run (a burst of tasks
-//! each quicker than a microsecond can still wait up to 5 µs for it). It parks 100 µs
-//! after the queue was last seen non-empty, or at once when the consumer waits with
-//! nothing queued. The blocking operators run their closures in short-lived loops on
-//! tokio's blocking pool, at most `limit` at once.
+//! that has waited some tens of microseconds behind a long poll; it parks soon after
+//! the queue was last seen non-empty, or at once when the consumer waits with nothing
+//! queued. The blocking operators run their closures in short-lived loops on tokio's
+//! blocking pool, at most `limit` at once. These timings are tuning, not promises: each
+//! is named, with what it trades and how it was measured, in the engine's `tuning`
+//! module (see ARCHITECTURE.md in the repository).
 //!
 //! # Bounds on types
 //!

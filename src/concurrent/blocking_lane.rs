@@ -12,12 +12,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Waker;
-use std::time::Duration;
 
-use super::{Lane, Outcome};
-
-/// How long an idle drain loop waits for the next job before its thread is released.
-const LINGER: Duration = Duration::from_micros(250);
+use super::tuning::BLOCKING_LINGER;
+use super::{Handover, Lane, Outcome, Workers};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // User code never runs under this lock, so a poisoned one still holds consistent data.
@@ -152,7 +149,7 @@ where
         state.idle += 1;
         let (guard, _) = shared
             .job_ready
-            .wait_timeout(state, LINGER)
+            .wait_timeout(state, BLOCKING_LINGER)
             .unwrap_or_else(PoisonError::into_inner);
         state = guard;
         let signalled = if state.signals > 0 {
@@ -229,6 +226,7 @@ where
 {
     type Job = T;
     type Out = O;
+    const WORKERS: Workers = Workers::BlockingThreads;
 
     fn bind(&mut self, handle: &tokio::runtime::Handle, is_failure: fn(&O) -> bool, ordered: bool) {
         let _ = self.shared.is_failure.set(is_failure);
@@ -240,16 +238,16 @@ where
         self.starting.push((index, job));
     }
 
-    fn flush(&mut self, _busy_ahead: bool) -> bool {
+    fn flush(&mut self) -> Handover {
         if self.starting.is_empty() {
-            return false;
+            return Handover::Nothing;
         }
         let count = self.starting.len();
         let (signal, spawn) = {
             let mut state = lock(&self.shared.state);
             if state.closed {
                 self.starting.clear();
-                return false;
+                return Handover::Nothing;
             }
             state.queue.extend(self.starting.drain(..));
             let signal = count.min(state.idle);
@@ -270,11 +268,7 @@ where
             let ticket = LoopTicket(Some(Arc::clone(&self.shared)));
             handle.spawn_blocking(move || drain(ticket));
         }
-        false
-    }
-
-    fn consumer_may_linger(&self) -> bool {
-        false
+        Handover::OffRuntime
     }
 
     fn failure_waiting(&self) -> bool {

@@ -8,13 +8,14 @@ use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_core::Stream;
 use pin_project_lite::pin_project;
 
 use super::reorder::{Cancel, Exit};
-use super::{current_runtime, Lane, Mapper, Outcome, Prepared};
+use super::tuning::{refill_batch, BUSY_AHEAD, CONSUMER_LINGER, FREE_LOOKS, LONG_WAIT};
+use super::{current_runtime, Handover, Lane, Mapper, Outcome, Prepared, Workers};
 
 pin_project! {
     pub(crate) struct Engine<St, M, L, O> {
@@ -133,39 +134,6 @@ impl<St, M, L, O> Engine<St, M, L, O> {
     }
 }
 
-/// How long the consumer spins for results before it waits (multi-thread runtimes only).
-const CONSUMER_LINGER: Duration = Duration::from_micros(100);
-/// Results still to yield that keep the consumer busy long enough (some microseconds)
-/// for a batch it hands over to be worth a yield, so that the driver it woke (kept on
-/// this worker) runs at once rather than a standing-by one on another worker.
-const BUSY_AHEAD: usize = 128;
-/// Looks at the lane a spin takes before it starts to time itself.
-const FREE_LOOKS: u32 = 16;
-/// A wait longer than this means results are slow to come: the consumer stops spinning.
-const LONG_WAIT: Duration = Duration::from_micros(500);
-
-/// Free places to wait for before pulling again, while results wait to leave.
-///
-/// A consumer with results still to yield is behind the lane. While jobs finish at
-/// their first poll (CPU work, or nothing to wait for), waiting for a few free places
-/// then costs no concurrency that matters, and pulling them in one batch saves a
-/// hand-off (and, on a multi-thread runtime, a wake-up) per item. An eighth of `limit`,
-/// at least 8 places but never more than half of `limit`: small limits batch too, and
-/// at least half the jobs keep running. A consumer with nothing left to yield pulls
-/// every free place at once.
-///
-/// Jobs that wait (for timers, I/O, other tasks) take long next to a hand-off, and
-/// those started together tend to finish together: a consumer that waited for a batch
-/// would drain each burst of results with places empty, and start the next burst in
-/// step. So while the results last taken back include one whose job returned `Pending`
-/// at some poll, every free place is refilled at once, as `buffer_unordered` does (the
-/// blocking lane's jobs never return `Pending`: `par_map` always batches). A
-/// consumer that spends a millisecond on each result, behind 10 ms jobs at limit 8,
-/// finishes about a sixth sooner that way (`slow_consumer` in the benchmarks).
-fn refill_batch(limit: usize) -> usize {
-    (limit / 8).max(8).min(limit / 2).max(1)
-}
-
 impl<O> State<O> {
     /// Takes the results the lane has finished; registers `waker` if there are none.
     /// Returns whether any came back.
@@ -260,7 +228,7 @@ impl<O> State<O> {
     }
 
     /// Pulls while a job can start at once, then hands the new jobs over in one batch.
-    /// Returns `true` when the consumer should yield once (see [`Lane::flush`]).
+    /// Returns `true` when the consumer should yield once (see [`State::yields_after`]).
     fn pull<St, M, L>(
         &mut self,
         mut upstream: Pin<&mut St>,
@@ -330,7 +298,23 @@ impl<O> State<O> {
         // full refill batch, not after one or a few jobs (behind jobs that waited).
         let busy_ahead =
             self.held - self.running >= BUSY_AHEAD && self.next_index - first >= self.batch as u64;
-        lane.flush(busy_ahead)
+        let handover = lane.flush();
+        self.yields_after(handover, busy_ahead)
+    }
+
+    /// Whether the consumer yields once after a hand-over, so that the driver it woke
+    /// runs: a driver woken from the consumer's task sits in this worker's LIFO slot,
+    /// which no other worker may steal, until the task yields. Worth it (on a runtime
+    /// with other workers) when no driver stood by to take the jobs from another worker,
+    /// or when the consumer will be busy yielding results for a while (`busy_ahead`):
+    /// the jobs would wait that long. Speed only: the jobs run either way.
+    fn yields_after(&self, handover: Handover, busy_ahead: bool) -> bool {
+        match handover {
+            Handover::ToDrivers { woke_unwatched } => {
+                self.multi_worker && (busy_ahead || woke_unwatched)
+            }
+            Handover::Nothing | Handover::OffRuntime => false,
+        }
     }
 
     /// Gives the next position to an item just pulled (or to the panic that took its
@@ -399,7 +383,8 @@ where
         }
         if !state.bound {
             let handle = current_runtime(state.operator);
-            state.multi_worker = handle.metrics().num_workers() > 1 && lane.consumer_may_linger();
+            let spins_for_results = matches!(L::WORKERS, Workers::RuntimeTasks);
+            state.multi_worker = handle.metrics().num_workers() > 1 && spins_for_results;
             state.may_linger = state.multi_worker;
             lane.bind(&handle, state.is_failure, state.exit.is_ordered());
             state.bound = true;

@@ -15,6 +15,7 @@ mod blocking_lane;
 mod engine;
 mod mappers;
 mod reorder;
+mod tuning;
 
 mod map_concurrent;
 mod map_concurrent_unordered;
@@ -56,12 +57,38 @@ pub(crate) trait Mapper<In> {
     fn is_failure(out: &Self::Out) -> bool;
 }
 
+/// Where a lane runs its jobs.
+pub(crate) enum Workers {
+    /// Tasks of the caller's runtime (the async lane): results come from runtime workers
+    /// within microseconds, so a consumer on a multi-thread runtime may spin briefly for
+    /// them instead of waiting at once.
+    RuntimeTasks,
+    /// Threads of tokio's blocking pool (the blocking lane): every core may be busy
+    /// running jobs, so the consumer waits at once.
+    BlockingThreads,
+}
+
+/// What [`Lane::flush`] did: the facts the engine needs to choose whether to yield.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Handover {
+    /// Nothing was handed over.
+    Nothing,
+    /// Jobs went to threads off the runtime: nothing waits for the consumer's task.
+    OffRuntime,
+    /// Jobs went to the runtime's driver tasks. `woke_unwatched`: a driver was woken
+    /// while no other stood by; woken from the consumer's task, it sits in this worker's
+    /// LIFO slot (which no other worker may steal) until the consumer's task yields.
+    ToDrivers { woke_unwatched: bool },
+}
+
 /// A way to run jobs: the async lane or the blocking lane.
 ///
 /// All methods are called from the consumer's `poll_next` (or its `Drop`).
 pub(crate) trait Lane {
     type Job;
     type Out;
+    /// Where the jobs run.
+    const WORKERS: Workers;
     /// Attaches the lane to the runtime it will run on; called once, at the first poll.
     /// `is_failure` tells which outputs end the stream (see [`Lane::failure_waiting`]);
     /// when one is seen, the lane cancels at once the jobs after it (`ordered`) or all
@@ -74,16 +101,9 @@ pub(crate) trait Lane {
     );
     /// Queues a job; it is handed over at the next [`Lane::flush`].
     fn start(&mut self, index: u64, job: Self::Job);
-    /// Hands every queued job over to the workers, with one wake-up.
-    ///
-    /// Returns `true` when the caller should yield once before going on: a worker task
-    /// that takes the jobs sits on the caller's thread (in its LIFO slot, which no other
-    /// worker may steal) until the caller's task yields, and nothing else would take
-    /// them soon enough.
-    ///
-    /// `busy_ahead` says that the consumer still has many results to yield before it
-    /// next waits: jobs it hands over now would wait that long for the driver it woke.
-    fn flush(&mut self, busy_ahead: bool) -> bool;
+    /// Hands every queued job over to the workers, with one wake-up, and says what it
+    /// did (see [`Handover`]).
+    fn flush(&mut self) -> Handover;
     /// Moves finished results into `into`. With a waker and nothing finished, registers it
     /// to be woken when something finishes.
     ///
@@ -95,10 +115,6 @@ pub(crate) trait Lane {
         into: &mut Vec<(u64, Outcome<Self::Out>)>,
         waker: Option<&std::task::Waker>,
     ) -> bool;
-    /// Whether the consumer may spin briefly for results on a multi-thread runtime
-    /// instead of waiting at once: worth it when results come from runtime workers
-    /// within microseconds, not when every core may be busy running blocking jobs.
-    fn consumer_may_linger(&self) -> bool;
     /// Whether a failure (a panic, or an output `is_failure` accepts) was handed over
     /// and not yet collected. An unordered exit must see it before it yields anything
     /// else, so the consumer collects at once when this is set.
