@@ -75,22 +75,19 @@ fn polling_outside_a_tokio_runtime_panics_saying_so() {
 #[test]
 fn a_pipeline_built_outside_a_runtime_runs_in_one() {
     for op in Op::ALL {
-        for multi_thread in [false, true] {
+        for flavor in Flavor::all() {
             let probe = Probe::new();
             let mut flow = build(op, 3, None, source(oks(50), &probe), Work::new(&probe));
-            let runtime = if multi_thread {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
-                    .enable_all()
-                    .build()
-            } else {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            }
-            .unwrap();
-            let out = runtime.block_on(drain(&mut flow, &probe));
-            assert_eq!(sorted(out), sequential(&oks(50)), "{}", op.name());
+            let runtime = flavor.runtime();
+            let out = in_context(format_args!("{} on {flavor}", op.name()), || {
+                runtime.block_on(drain(&mut flow, &probe))
+            });
+            assert_eq!(
+                sorted(out),
+                sequential(&oks(50)),
+                "{} on {flavor}",
+                op.name()
+            );
         }
     }
 }

@@ -53,7 +53,7 @@ all_ops! {
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn a_slow_consumer_fills_the_bound_exactly_on_multi_thread(op: Op) {
         slow_consumer(op).await;
     }
@@ -104,7 +104,7 @@ ordered_ops! {
 }
 
 ordered_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn a_slow_head_stops_ordered_pulling_on_multi_thread(op: Op) {
         slow_head_stops_pulling(op).await;
     }
@@ -136,7 +136,7 @@ unordered_ops! {
 }
 
 unordered_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn a_slow_item_holds_only_its_place_on_multi_thread(op: Op) {
         slow_item_holds_its_place(op).await;
     }
@@ -205,7 +205,7 @@ try_ops! {
 }
 
 try_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn an_upstream_error_holds_its_place_on_multi_thread(op: Op) {
         for limit in [1, 2, 4] {
             upstream_error_holds_its_place(op, limit).await;

@@ -64,7 +64,7 @@ all_ops! {
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn dropping_the_stream_cancels_its_work_on_multi_thread(op: Op) {
         drop_mid_way(op).await;
     }
@@ -160,14 +160,16 @@ async fn nothing_is_leaked_par_map_unordered() {
     nothing_is_leaked(false, true).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nothing_is_leaked_on_multi_thread() {
-    for (ordered, blocking) in [(true, false), (false, false), (true, true), (false, true)] {
-        nothing_is_leaked(ordered, blocking).await;
-    }
+#[test]
+fn nothing_is_leaked_on_multi_thread() {
+    on_workers(|| async {
+        for (ordered, blocking) in [(true, false), (false, false), (true, true), (false, true)] {
+            nothing_is_leaked(ordered, blocking).await;
+        }
+    });
 }
 
-/// Drops at many points, with jobs busy yielding and finishing on both workers: every job
+/// Drops at many points, with jobs busy yielding and finishing on every worker: every job
 /// is released each time.
 async fn drop_anywhere(op: Op) {
     for stop_after in 0..40u64 {
@@ -189,7 +191,7 @@ async fn drop_anywhere(op: Op) {
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn dropping_at_any_point_releases_every_job_on_multi_thread(op: Op) {
         drop_anywhere(op).await;
     }

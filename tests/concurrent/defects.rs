@@ -113,7 +113,7 @@ ordered_ops! {
 }
 
 ordered_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn an_upstream_panic_keeps_its_position_on_multi_thread(op: Op) {
         upstream_panic_keeps_its_position(op).await;
     }
@@ -204,20 +204,6 @@ async fn fail_fast_drops_other_jobs_without_waiting_for_the_consumer_unordered()
 
 // 3. A stream whose first runtime is gone panics, not hangs.
 
-fn runtime(multi_thread: bool) -> tokio::runtime::Runtime {
-    if multi_thread {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    }
-    .expect("a runtime")
-}
-
 /// `flow` was polled in a runtime that is gone: polled in `second`, it must panic saying
 /// the runtime shut down. Waits at most 2 s for that, so the test fails instead of hanging.
 fn must_panic_in(second: &tokio::runtime::Runtime, flow: &mut Flow) {
@@ -241,41 +227,51 @@ fn must_panic_in(second: &tokio::runtime::Runtime, flow: &mut Flow) {
     }
 }
 
-/// `map_concurrent` over jobs that never finish: polled once in `first`, which is then
-/// dropped, then polled in `second`.
-fn map_concurrent_outliving_its_runtime(first_multi: bool, second_multi: bool) {
-    let probe = Probe::new();
-    let upstream = source(oks(10), &probe);
-    let mut flow: Flow =
-        Box::pin(upstream.map_concurrent(4, |_: Item| std::future::pending::<Item>()));
-    let first = runtime(first_multi);
-    first.block_on(async {
-        assert!(futures::poll!(flow.next()).is_pending());
+/// `map_concurrent` over jobs that never finish: polled once in a runtime of flavor
+/// `first`, which is then dropped, then polled in one of flavor `second`.
+fn map_concurrent_outliving_its_runtime(first: Flavor, second: Flavor) {
+    in_context(format_args!("{first}, then {second}"), || {
+        let probe = Probe::new();
+        let upstream = source(oks(10), &probe);
+        let mut flow: Flow =
+            Box::pin(upstream.map_concurrent(4, |_: Item| std::future::pending::<Item>()));
+        let first = first.runtime();
+        first.block_on(async {
+            assert!(futures::poll!(flow.next()).is_pending());
+        });
+        assert_eq!(probe.pulled(), 4, "the first poll started the jobs");
+        drop(first);
+        let second = second.runtime();
+        must_panic_in(&second, &mut flow);
     });
-    assert_eq!(probe.pulled(), 4, "the first poll started the jobs");
-    drop(first);
-    let second = runtime(second_multi);
-    must_panic_in(&second, &mut flow);
 }
 
 #[test]
 fn a_stream_whose_runtime_is_gone_panics_current_thread_then_current_thread() {
-    map_concurrent_outliving_its_runtime(false, false);
+    map_concurrent_outliving_its_runtime(Flavor::CurrentThread, Flavor::CurrentThread);
 }
 
 #[test]
 fn a_stream_whose_runtime_is_gone_panics_current_thread_then_multi_thread() {
-    map_concurrent_outliving_its_runtime(false, true);
+    for second in Flavor::multi_threads() {
+        map_concurrent_outliving_its_runtime(Flavor::CurrentThread, second);
+    }
 }
 
 #[test]
 fn a_stream_whose_runtime_is_gone_panics_multi_thread_then_current_thread() {
-    map_concurrent_outliving_its_runtime(true, false);
+    for first in Flavor::multi_threads() {
+        map_concurrent_outliving_its_runtime(first, Flavor::CurrentThread);
+    }
 }
 
 #[test]
 fn a_stream_whose_runtime_is_gone_panics_multi_thread_then_multi_thread() {
-    map_concurrent_outliving_its_runtime(true, true);
+    for first in Flavor::multi_threads() {
+        for second in Flavor::multi_threads() {
+            map_concurrent_outliving_its_runtime(first, second);
+        }
+    }
 }
 
 /// `par_map`'s closures run on the first runtime's blocking threads: the jobs started
@@ -284,6 +280,16 @@ fn a_stream_whose_runtime_is_gone_panics_multi_thread_then_multi_thread() {
 /// job needs the first runtime: the stream must then panic, never wait forever.
 #[test]
 fn a_par_map_whose_runtime_is_gone_panics() {
+    for second in Flavor::multi_threads() {
+        in_context(format_args!("current_thread, then {second}"), || {
+            par_map_outliving_its_runtime(second);
+        });
+    }
+}
+
+/// `par_map` polled once in a `current_thread` runtime, which is dropped once the four jobs
+/// started there have run, then polled in one of flavor `second`.
+fn par_map_outliving_its_runtime(second: Flavor) {
     let probe = Probe::new();
     let (done, finished) = std::sync::mpsc::channel::<()>();
     let done = std::sync::Mutex::new(done);
@@ -291,7 +297,7 @@ fn a_par_map_whose_runtime_is_gone_panics() {
         let _ = done.lock().expect("the sender").send(());
         item
     }));
-    let first = runtime(false);
+    let first = Flavor::CurrentThread.runtime();
     first.block_on(async {
         assert!(futures::poll!(flow.next()).is_pending());
     });
@@ -302,7 +308,7 @@ fn a_par_map_whose_runtime_is_gone_panics() {
             .expect("the first jobs ran");
     }
     drop(first);
-    let second = runtime(true);
+    let second = second.runtime();
     let outcome = second.block_on(async {
         let mut yielded = Vec::new();
         AssertUnwindSafe(async {
@@ -382,9 +388,9 @@ async fn a_panic_in_a_finished_jobs_destructor_re_raises_at_its_position_on_curr
     destructor_panic_at_its_position().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_in_a_finished_jobs_destructor_re_raises_at_its_position_on_multi_thread() {
-    destructor_panic_at_its_position().await;
+#[test]
+fn a_panic_in_a_finished_jobs_destructor_re_raises_at_its_position_on_multi_thread() {
+    on_workers(destructor_panic_at_its_position);
 }
 
 /// Jobs that never finish, whose destructors panic: the stream is dropped with them
@@ -410,9 +416,9 @@ async fn a_panic_in_a_cancelled_jobs_destructor_is_contained_on_current_thread()
     destructor_panic_of_a_cancelled_job_is_contained().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_panic_in_a_cancelled_jobs_destructor_is_contained_on_multi_thread() {
-    destructor_panic_of_a_cancelled_job_is_contained().await;
+#[test]
+fn a_panic_in_a_cancelled_jobs_destructor_is_contained_on_multi_thread() {
+    on_workers(destructor_panic_of_a_cancelled_job_is_contained);
 }
 
 // 6. A dropped par_map starts nothing it had not claimed.
@@ -422,8 +428,12 @@ async fn a_panic_in_a_cancelled_jobs_destructor_is_contained_on_multi_thread() {
 /// item it claimed before the drop and has not started, or holds nothing (the queue is
 /// gone). So closures starting later number at most `limit` minus those running then;
 /// any more were started from items taken after the drop.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_par_map_starts_nothing_it_had_not_claimed() {
+#[test]
+fn a_dropped_par_map_starts_nothing_it_had_not_claimed() {
+    on_workers(dropped_par_map_starts_nothing_unclaimed);
+}
+
+async fn dropped_par_map_starts_nothing_unclaimed() {
     const LIMIT: usize = 4;
     const ROUNDS: u64 = 400;
     for round in 0..ROUNDS {

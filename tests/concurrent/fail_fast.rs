@@ -83,7 +83,7 @@ try_ops! {
 }
 
 try_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn an_error_from_f_ends_the_stream_on_multi_thread(op: Op) {
         job_error(op).await;
     }
@@ -121,7 +121,7 @@ try_ops! {
 }
 
 try_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn an_upstream_error_ends_the_stream_on_multi_thread(op: Op) {
         upstream_error(op).await;
     }
@@ -167,7 +167,7 @@ try_ops! {
 }
 
 try_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn the_first_failure_in_order_wins_on_multi_thread(op: Op) {
         earliest_position_wins(op).await;
     }

@@ -71,7 +71,7 @@ all_ops! {
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn size_hint_counts_held_items_on_multi_thread(op: Op) {
         size_hint_is_honest(op).await;
     }

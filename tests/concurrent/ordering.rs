@@ -108,7 +108,7 @@ all_ops! {
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn order_no_loss_and_bound_on_multi_thread(op: Op) {
         for limit in LIMITS {
             for window in windows(op, limit) {
@@ -158,7 +158,7 @@ ordered_ops! {
 }
 
 ordered_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn ordered_waits_for_the_head_on_multi_thread(op: Op) {
         waits_for_the_head(op).await;
     }
@@ -187,7 +187,7 @@ unordered_ops! {
 }
 
 unordered_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn unordered_yields_in_finish_order_on_multi_thread(op: Op) {
         yields_in_finish_order(op).await;
     }
@@ -239,7 +239,7 @@ op_tests! {
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn many_items_arrive_complete_on_multi_thread(op: Op) {
         const MANY: u64 = 5_000;
         for limit in [1, 16] {

@@ -3,49 +3,12 @@
 //! cancelled before the re-raise; and afterwards the stream is over for good.
 
 use flowgate::prelude::*;
-use futures::stream::FusedStream;
 use futures::{FutureExt, StreamExt};
 
 use crate::support::*;
 
 const N: u64 = 10;
 const LIMIT: usize = 4;
-
-/// Checks the stream is over: `None` at every poll, terminated, nothing more pulled.
-async fn over_for_good(flow: &mut Flow, probe: &Probe) {
-    let pulled = probe.pulled();
-    for _ in 0..3 {
-        assert_eq!(next(flow, probe).await, None);
-    }
-    assert!(flow.is_terminated());
-    assert_eq!(flow.size_hint(), (0, Some(0)));
-    assert_eq!(probe.pulled(), pulled, "pulled after the end");
-}
-
-/// After the re-raise: async jobs are already cancelled (at once on `current_thread`);
-/// running closures finish once their gates open. Nothing is pulled meanwhile.
-async fn others_cancelled(op: Op, probe: &Probe, keys: &mut Keys) {
-    let pulled = probe.pulled();
-    if !op.is_blocking() {
-        if on_current_thread() {
-            assert_eq!(probe.live(), 0, "jobs left running after the re-raise");
-        } else {
-            eventually("the other jobs were cancelled", || probe.live() == 0).await;
-        }
-    }
-    let completed = probe.completed();
-    keys.open_all();
-    eventually("the jobs ended", || probe.live() == 0).await;
-    if !op.is_blocking() {
-        settle().await;
-        assert_eq!(
-            probe.completed(),
-            completed,
-            "a cancelled job ran to its end"
-        );
-    }
-    assert_eq!(probe.pulled(), pulled, "pulled after the re-raise");
-}
 
 /// Item 2 panics at once; items 0, 1 and 3 wait on their gates.
 async fn panic_at_its_position(op: Op) {
@@ -85,7 +48,7 @@ all_ops! {
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn a_panic_re_raises_at_its_position_on_multi_thread(op: Op) {
         panic_at_its_position(op).await;
     }
@@ -132,7 +95,7 @@ async_ops! {
 }
 
 async_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn a_panic_in_f_is_deferred_to_its_position_on_multi_thread(op: Op) {
         panic_in_f(op).await;
     }
@@ -182,22 +145,26 @@ async fn a_custom_payload_survives_par_map() {
     custom_payload(flow).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_custom_payload_survives_try_map_concurrent() {
-    let flow = futures::stream::iter(0..20u64)
-        .map(Ok::<u64, ()>)
-        .try_map_concurrent(3, |i| async move { Ok(poison_at_7(i)) })
-        .map(Result::unwrap);
-    custom_payload(flow).await;
+#[test]
+fn a_custom_payload_survives_try_map_concurrent() {
+    on_workers(|| async {
+        let flow = futures::stream::iter(0..20u64)
+            .map(Ok::<u64, ()>)
+            .try_map_concurrent(3, |i| async move { Ok(poison_at_7(i)) })
+            .map(Result::unwrap);
+        custom_payload(flow).await;
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_custom_payload_survives_try_par_map() {
-    let flow = futures::stream::iter(0..20u64)
-        .map(Ok::<u64, ()>)
-        .try_par_map(3, |i| Ok(poison_at_7(i)))
-        .map(Result::unwrap);
-    custom_payload(flow).await;
+#[test]
+fn a_custom_payload_survives_try_par_map() {
+    on_workers(|| async {
+        let flow = futures::stream::iter(0..20u64)
+            .map(Ok::<u64, ()>)
+            .try_par_map(3, |i| Ok(poison_at_7(i)))
+            .map(Result::unwrap);
+        custom_payload(flow).await;
+    });
 }
 
 /// In finish order, a panic overtakes the results that finished before it and are not

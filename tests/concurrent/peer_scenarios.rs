@@ -17,16 +17,6 @@ use futures::{FutureExt, StreamExt};
 
 use crate::support::*;
 
-/// The stream is over: `None` at every poll, terminated, nothing more pulled.
-async fn over_for_good(flow: &mut Flow, probe: &Probe) {
-    let pulled = probe.pulled();
-    for _ in 0..3 {
-        assert_eq!(next(flow, probe).await, None, "a result after the end");
-    }
-    assert!(flow.is_terminated(), "the stream does not say it is over");
-    assert_eq!(probe.pulled(), pulled, "pulled after the end");
-}
-
 // An upstream panic after items whose jobs can finish.
 
 /// Upstream hands out 3 items, then panics; the jobs wait on gates. In input order each
@@ -60,26 +50,7 @@ async fn upstream_panic_behind_work(op: Op) {
             "unexpected results {out:?}"
         );
     }
-    // The other jobs: async ones are dropped (at once on `current_thread`); running
-    // closures finish once their gates open, their results discarded.
-    if !op.is_blocking() {
-        if on_current_thread() {
-            assert_eq!(probe.live(), 0, "jobs left running after the re-raise");
-        } else {
-            eventually("the other jobs were cancelled", || probe.live() == 0).await;
-        }
-    }
-    let completed = probe.completed();
-    keys.open_all();
-    eventually("every job ended", || probe.live() == 0).await;
-    if !op.is_blocking() {
-        settle().await;
-        assert_eq!(
-            probe.completed(),
-            completed,
-            "a cancelled job ran to its end"
-        );
-    }
+    others_cancelled(op, &probe, &mut keys).await;
     assert_eq!(probe.pulled() as u64, AT, "pulled after the panic");
     assert_eq!(
         polled_after.load(SeqCst),
@@ -96,7 +67,8 @@ all_ops! {
     }
 }
 
-all_ops_on_workers! {
+all_ops! {
+    #[on_workers]
     async fn an_upstream_panic_behind_work_cancels_the_rest_on_multi_thread(op: Op) {
         upstream_panic_behind_work(op).await;
     }
@@ -145,7 +117,8 @@ async fn wake_ups_from_another_thread(op: Op) {
     }
 }
 
-all_ops_on_workers! {
+all_ops! {
+    #[on_workers]
     async fn wake_ups_from_another_thread_while_streams_are_dropped(op: Op) {
         wake_ups_from_another_thread(op).await;
     }
@@ -283,7 +256,8 @@ all_ops! {
     }
 }
 
-all_ops_on_workers! {
+all_ops! {
+    #[on_workers]
     async fn dropping_the_stream_closes_a_tokio_channel_upstream(op: Op) {
         let probe = Probe::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Item>(16);

@@ -1,6 +1,11 @@
 //! Progress on its own: jobs already started keep running while the consumer is busy
 //! elsewhere (and nothing new is pulled meanwhile), and they run in parallel: a job that
 //! holds its thread in a long synchronous poll holds back no other job.
+//!
+//! The multi-thread tests run on 1, 2, 4 and 8 workers, except that a test in which two
+//! jobs must hold a thread each at the same time runs the async lane on 2, 4 and 8 only
+//! ([`parallel_worker_counts`]): async jobs run on the runtime's workers, and one worker
+//! runs one job at a time, whatever the engine does.
 
 use std::time::Duration;
 
@@ -47,7 +52,7 @@ all_ops! {
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn jobs_progress_while_the_consumer_is_away_on_multi_thread(op: Op) {
         progress_while_away(op).await;
     }
@@ -133,7 +138,7 @@ async fn meet_once(op: Op, yields: u32) -> (usize, usize) {
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers(parallel_worker_counts(op))]
     async fn jobs_run_in_parallel_on_multi_thread(op: Op) {
         run_in_parallel(op).await;
     }
@@ -147,7 +152,7 @@ blocking_ops! {
 }
 
 async_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers(parallel_worker_counts(op))]
     async fn a_long_poll_holds_back_no_other_job(op: Op) {
         // Job 0 holds its thread until jobs 1 and 2 have completed; they yield a few times
         // first, so they are woken (and must be polled elsewhere) while job 0 runs.
@@ -197,14 +202,14 @@ all_ops! {
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn results_wake_the_task_that_polled_last_on_multi_thread(op: Op) {
         wakes_the_latest_consumer(op).await;
     }
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers(parallel_worker_counts(op))]
     async fn jobs_run_in_parallel_with_the_consumer_on_a_worker(op: Op) {
         // The consumer runs as a task on a worker, as in most applications, rather than on
         // the test's own thread.
@@ -215,7 +220,7 @@ all_ops! {
 }
 
 async_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers(parallel_worker_counts(op))]
     async fn a_long_poll_holds_back_no_other_job_with_the_consumer_on_a_worker(op: Op) {
         let consumer = async move {
             let probe = Probe::new();
@@ -240,7 +245,7 @@ async_ops! {
 }
 
 all_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers]
     async fn a_long_poll_holds_back_no_finished_result(op: Op) {
         // Job 0 finishes at once; job 1 then holds its thread until the consumer has
         // received job 0's result. That result must reach the consumer meanwhile.
@@ -259,7 +264,7 @@ all_ops! {
 }
 
 /// Takes job 0's result (the poll that pulls job 2), then looks away while job 1 holds
-/// its thread until job 2 has completed: job 2 must run on the other worker meanwhile.
+/// its thread until job 2 has completed: job 2 must run on another worker meanwhile.
 async fn job_2_runs_while_the_consumer_looks_away(
     mut flow: Flow,
     probe: &Probe,
@@ -280,11 +285,11 @@ async fn job_2_runs_while_the_consumer_looks_away(
 }
 
 async_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers(parallel_worker_counts(op))]
     async fn a_job_handed_over_while_another_holds_its_thread_runs_without_the_consumer(op: Op) {
         // Job 1 holds its thread until job 2 has completed; job 0 waits on its gate. Job 2
         // is pulled in the poll that yields job 0's result; after that poll the consumer
-        // looks away. Job 2 must still run, on the other worker.
+        // looks away. Job 2 must still run, on another worker.
         let probe = Probe::new();
         let (gates, mut keys) = gates(1);
         let work = Work::new(&probe).gated(&gates).plan(|i| match i {
@@ -312,11 +317,11 @@ async_ops! {
 }
 
 async_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers(parallel_worker_counts(op))]
     async fn jobs_handed_over_together_run_in_parallel_without_the_consumer(op: Op) {
         // Jobs 1 and 2 are pulled together, in the poll that yields job 0's result;
         // then the consumer looks away. Job 1 holds its thread until job 2 has completed,
-        // so job 2 must get a driver of its own, on the other worker.
+        // so job 2 must get a driver of its own, on another worker.
         let probe = Probe::new();
         let (gates, mut keys) = gates(1);
         let work = Work::new(&probe).gated(&gates).plan(|i| match i {
@@ -341,10 +346,10 @@ async_ops! {
 }
 
 async_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers(parallel_worker_counts(op))]
     async fn a_job_woken_while_another_holds_its_thread_runs_at_once(op: Op) {
         // Job 0 waits on its gate; job 1 holds its thread until job 0 has completed. The
-        // gate opens while job 1 runs: job 0 must be polled on the other worker.
+        // gate opens while job 1 runs: job 0 must be polled on another worker.
         let probe = Probe::new();
         let (gates, mut keys) = gates(1);
         let work = Work::new(&probe).gated(&gates).plan(|i| match i {
@@ -368,7 +373,7 @@ async_ops! {
 }
 
 async_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers(parallel_worker_counts(op))]
     async fn a_long_poll_after_a_stream_of_quick_jobs_holds_back_no_other_job(op: Op) {
         // Two hundred quick jobs first, so that the lane is in its steady state (one driver
         // taking jobs beside the consumer, one standing by); then job 200 holds its thread
@@ -395,7 +400,7 @@ async_ops! {
 }
 
 async_ops! {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[on_workers(parallel_worker_counts(op))]
     async fn a_result_handed_over_before_a_long_poll_reaches_a_waiting_consumer(op: Op) {
         // The consumer, a task on a worker, waits for jobs 0 and 1, both held at their
         // gates. The gates open together: a driver finishes job 0 and wakes the consumer

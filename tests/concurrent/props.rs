@@ -139,12 +139,21 @@ fn paused_runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn multi_thread_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+/// [`check`] on a multi-thread runtime of `workers` workers; a failure names the count.
+fn check_on_workers(
+    workers: usize,
+    runtime: &tokio::runtime::Runtime,
+    op: Op,
+    window: Option<usize>,
+    case: &Case,
+) -> Result<(), TestCaseError> {
+    let context = format!("on {workers} worker threads");
+    match in_context(&context, || check(runtime, false, op, window, case)) {
+        Err(TestCaseError::Fail(reason)) => {
+            Err(TestCaseError::fail(format!("{context}: {reason}")))
+        }
+        outcome => outcome,
+    }
 }
 
 proptest! {
@@ -192,10 +201,12 @@ proptest! {
 
     #[test]
     fn both_lanes_keep_order_and_every_item_on_multi_thread(case in cases(300)) {
-        let runtime = multi_thread_runtime();
-        for op in [Op::MapConcurrent, Op::MapConcurrentUnordered, Op::ParMap, Op::ParMapUnordered] {
-            for window in windows_of(op, &case) {
-                check(&runtime, false, op, window, &case)?;
+        for workers in WORKER_COUNTS {
+            let runtime = multi_thread(workers);
+            for op in [Op::MapConcurrent, Op::MapConcurrentUnordered, Op::ParMap, Op::ParMapUnordered] {
+                for window in windows_of(op, &case) {
+                    check_on_workers(workers, &runtime, op, window, &case)?;
+                }
             }
         }
     }

@@ -83,9 +83,44 @@ impl Op {
 
 /// Generates one test per operator from one body: `mod $name { fn <operator>() }`.
 ///
-/// Exactly one attribute (the runtime, e.g. `#[tokio::test]`) is given; the body sees the
-/// operator under the name given in the signature.
+/// Exactly one attribute is given, the runtime: a tokio one (e.g. `#[tokio::test]`), or
+/// `#[on_workers]`, which makes each test a plain `#[test]` that runs the body on fresh
+/// multi-thread runtimes of 1, 2, 4 and 8 workers in turn ([`on_workers`]; a failure names
+/// the worker count). `#[on_workers(counts)]` runs it on the worker counts given instead,
+/// an expression that may use the operator. The body sees the operator under the name
+/// given in the signature.
 macro_rules! op_tests {
+    (
+        ops: [$($op_fn:ident => $variant:ident),* $(,)?],
+        #[on_workers]
+        async fn $name:ident($op:ident: Op) $body:block
+    ) => {
+        op_tests! {
+            ops: [$($op_fn => $variant),*],
+            #[on_workers(WORKER_COUNTS)]
+            async fn $name($op: Op) $body
+        }
+    };
+    (
+        ops: [$($op_fn:ident => $variant:ident),* $(,)?],
+        #[on_workers($counts:expr)]
+        async fn $name:ident($op:ident: Op) $body:block
+    ) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn check($op: Op) $body
+
+            $(
+                #[test]
+                fn $op_fn() {
+                    let $op = Op::$variant;
+                    on_worker_counts($counts, || check($op));
+                }
+            )*
+        }
+    };
     (
         ops: [$($op_fn:ident => $variant:ident),* $(,)?],
         #[$attr:meta]
@@ -900,7 +935,8 @@ pub fn breaking_source(
     (source(items, probe).chain(tail), polled_after)
 }
 
-/// The worker counts every multi-thread scenario runs on.
+/// The worker counts every multi-thread scenario runs on: one, the machine's two cores, and
+/// more workers than cores (the engine must be correct on any number of workers).
 pub const WORKER_COUNTS: [usize; 4] = [1, 2, 4, 8];
 
 /// A multi-thread runtime with `workers` worker threads, time and I/O enabled.
@@ -912,66 +948,127 @@ pub fn multi_thread(workers: usize) -> tokio::runtime::Runtime {
         .expect("a multi-thread runtime")
 }
 
-/// Runs `body` to its end on a fresh multi-thread runtime of each of [`WORKER_COUNTS`]; a
-/// failure says on how many workers it happened.
-pub fn on_workers<F: Future>(mut body: impl FnMut() -> F) {
-    for workers in WORKER_COUNTS {
-        let runtime = multi_thread(workers);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(body())));
-        if let Err(payload) = outcome {
+/// A runtime a test builds for itself: `current_thread`, or `multi_thread` with this many
+/// workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    CurrentThread,
+    MultiThread(usize),
+}
+
+impl Flavor {
+    /// `current_thread`, then `multi_thread` on each of [`WORKER_COUNTS`].
+    pub fn all() -> impl Iterator<Item = Flavor> {
+        std::iter::once(Flavor::CurrentThread).chain(WORKER_COUNTS.map(Flavor::MultiThread))
+    }
+
+    /// [`Flavor::MultiThread`] on each of [`WORKER_COUNTS`].
+    pub fn multi_threads() -> impl Iterator<Item = Flavor> {
+        WORKER_COUNTS.into_iter().map(Flavor::MultiThread)
+    }
+
+    /// A fresh runtime of this flavor, time and I/O enabled.
+    pub fn runtime(self) -> tokio::runtime::Runtime {
+        match self {
+            Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a current-thread runtime"),
+            Flavor::MultiThread(workers) => multi_thread(workers),
+        }
+    }
+}
+
+impl std::fmt::Display for Flavor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Flavor::CurrentThread => write!(f, "current_thread"),
+            Flavor::MultiThread(workers) => write!(f, "multi_thread with {workers} workers"),
+        }
+    }
+}
+
+/// Runs `f`; if it panics, panics again with the message prefixed by `context`, so that a
+/// failure in a loop says in which round it happened.
+#[track_caller]
+pub fn in_context<T>(context: impl std::fmt::Display, f: impl FnOnce() -> T) -> T {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(value) => value,
+        Err(payload) => {
             let message = payload
                 .downcast_ref::<&str>()
                 .map(|message| (*message).to_owned())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic with a custom payload".to_owned());
-            panic!("on {workers} worker threads: {message}");
+            panic!("{context}: {message}");
         }
     }
 }
 
-/// Like [`op_tests!`], but each generated test is a plain `#[test]` that runs the body on
-/// multi-thread runtimes of 1, 2, 4 and 8 workers ([`on_workers`]), over all eight
-/// operators.
-macro_rules! all_ops_on_workers {
-    (async fn $name:ident($op:ident: Op) $body:block) => {
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
+/// Runs `body` to its end on a fresh multi-thread runtime of each of [`WORKER_COUNTS`]; a
+/// failure says on how many workers it happened.
+pub fn on_workers<F: Future>(body: impl FnMut() -> F) {
+    on_worker_counts(WORKER_COUNTS, body);
+}
 
-            async fn check($op: Op) $body
+/// Like [`on_workers`], on the worker counts given.
+pub fn on_worker_counts<F: Future>(
+    counts: impl IntoIterator<Item = usize>,
+    mut body: impl FnMut() -> F,
+) {
+    for workers in counts {
+        let runtime = multi_thread(workers);
+        in_context(format_args!("on {workers} worker threads"), || {
+            runtime.block_on(body())
+        });
+    }
+}
 
-            #[test]
-            fn map_concurrent() {
-                on_workers(|| check(Op::MapConcurrent));
-            }
-            #[test]
-            fn map_concurrent_unordered() {
-                on_workers(|| check(Op::MapConcurrentUnordered));
-            }
-            #[test]
-            fn par_map() {
-                on_workers(|| check(Op::ParMap));
-            }
-            #[test]
-            fn par_map_unordered() {
-                on_workers(|| check(Op::ParMapUnordered));
-            }
-            #[test]
-            fn try_map_concurrent() {
-                on_workers(|| check(Op::TryMapConcurrent));
-            }
-            #[test]
-            fn try_map_concurrent_unordered() {
-                on_workers(|| check(Op::TryMapConcurrentUnordered));
-            }
-            #[test]
-            fn try_par_map() {
-                on_workers(|| check(Op::TryParMap));
-            }
-            #[test]
-            fn try_par_map_unordered() {
-                on_workers(|| check(Op::TryParMapUnordered));
-            }
+/// The worker counts on which two jobs of `op` can hold a thread each at the same time:
+/// every count on the blocking lane (its jobs run on threads off the runtime), but on the
+/// async lane only counts of two or more, as jobs there run on the runtime's workers and
+/// one worker runs one job at a time, whatever the engine does.
+pub fn parallel_worker_counts(op: Op) -> Vec<usize> {
+    WORKER_COUNTS
+        .into_iter()
+        .filter(|&workers| op.is_blocking() || workers >= 2)
+        .collect()
+}
+
+/// The stream is over: `None` at every poll, terminated, an empty `size_hint`, nothing
+/// more pulled.
+pub async fn over_for_good(flow: &mut Flow, probe: &Probe) {
+    let pulled = probe.pulled();
+    for _ in 0..3 {
+        assert_eq!(next(flow, probe).await, None, "a result after the end");
+    }
+    assert!(flow.is_terminated(), "the stream does not say it is over");
+    assert_eq!(flow.size_hint(), (0, Some(0)));
+    assert_eq!(probe.pulled(), pulled, "pulled after the end");
+}
+
+/// After a failure or a re-raise: async jobs are cancelled (at once on `current_thread`);
+/// running closures finish once their gates open, their results discarded. Nothing is
+/// pulled meanwhile.
+pub async fn others_cancelled(op: Op, probe: &Probe, keys: &mut Keys) {
+    let pulled = probe.pulled();
+    if !op.is_blocking() {
+        if on_current_thread() {
+            assert_eq!(probe.live(), 0, "jobs left running after the re-raise");
+        } else {
+            eventually("the other jobs were cancelled", || probe.live() == 0).await;
         }
-    };
+    }
+    let completed = probe.completed();
+    keys.open_all();
+    eventually("the jobs ended", || probe.live() == 0).await;
+    if !op.is_blocking() {
+        settle().await;
+        assert_eq!(
+            probe.completed(),
+            completed,
+            "a cancelled job ran to its end"
+        );
+    }
+    assert_eq!(probe.pulled(), pulled, "pulled after the re-raise");
 }
