@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Waker;
 
 use super::tuning::BLOCKING_LINGER;
-use super::{Handover, Lane, Outcome, Workers};
+use super::{Handover, Lane, Outcome, Pace, Workers};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // User code never runs under this lock, so a poisoned one still holds consistent data.
@@ -275,7 +275,7 @@ where
         self.shared.failure_finished.load(Ordering::Acquire)
     }
 
-    fn collect(&mut self, into: &mut Vec<(u64, Outcome<O>)>, waker: Option<&Waker>) -> bool {
+    fn collect(&mut self, into: &mut Vec<(u64, Outcome<O>)>, waker: Option<&Waker>) -> Pace {
         self.shared.failure_finished.store(false, Ordering::Release);
         {
             let mut state = lock(&self.shared.state);
@@ -287,12 +287,12 @@ where
                         _ => state.consumer = Some(waker.clone()),
                     }
                 }
-                return false;
+                return Pace::FirstPoll;
             }
         }
         into.append(&mut self.taken);
         // A blocking job runs to its end in one call: it never waits.
-        false
+        Pace::FirstPoll
     }
 
     fn cancel_from(&mut self, index: u64) {

@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 
 use super::reorder::{Cancel, Exit};
 use super::tuning::{refill_batch, BUSY_AHEAD, CONSUMER_LINGER, FREE_LOOKS, LONG_WAIT};
-use super::{current_runtime, Handover, Lane, Mapper, Outcome, Prepared, Workers};
+use super::{current_runtime, Handover, Lane, Mapper, Outcome, Pace, Prepared, Workers};
 
 pin_project! {
     pub(crate) struct Engine<St, M, L, O> {
@@ -40,6 +40,8 @@ struct State<O> {
     batch: usize,
     /// Whether the last look that took results back took more than one.
     burst: bool,
+    /// How the results last taken back came (see [`Pace`] and [`State::lingers`]).
+    pace: Pace,
     /// Position of the next item to pull (= items pulled so far).
     next_index: u64,
     /// Items pulled and not yet yielded.
@@ -86,6 +88,7 @@ impl<St, M, L, O> Engine<St, M, L, O> {
                 refill: refill_batch(limit),
                 batch: refill_batch(limit),
                 burst: false,
+                pace: Pace::FirstPoll,
                 next_index: 0,
                 held: 0,
                 running: 0,
@@ -144,10 +147,15 @@ impl<O> State<O> {
     ) -> bool {
         self.yields_since_collect = 0;
         let mut finished = std::mem::take(&mut self.finished);
-        let waited = lane.collect(&mut finished, waker);
+        let pace = lane.collect(&mut finished, waker);
         let any = !finished.is_empty();
         if any {
-            self.refill = if waited { 1 } else { self.batch };
+            self.pace = pace;
+            self.refill = if pace == Pace::FirstPoll {
+                self.batch
+            } else {
+                1
+            };
             self.burst = finished.len() > 1;
         }
         // In the order the lane gave them (finish order, for the unordered exit).
@@ -179,8 +187,15 @@ impl<O> State<O> {
     /// since tokio's paused clock does not advance while a task keeps yielding; the first
     /// `FREE_LOOKS` looks go unmeasured, since most spins end within them and reading the
     /// clock costs about as much as a trivial job.
+    ///
+    /// Not while the results last taken back came slowly (`Pace::Slow`: jobs that
+    /// waited, none of them handed over lately): those come when timers fire or I/O is
+    /// ready, often many within microseconds (so the waits between them look short),
+    /// and a spin after each burst only burns CPU (`cpu_time` in the benchmarks).
+    /// Waiting then costs a wake-up per hand-over, as `buffer_unordered` pays per
+    /// result.
     fn lingers(&mut self) -> bool {
-        if !self.may_linger || self.running == 0 {
+        if !self.may_linger || self.pace == Pace::Slow || self.running == 0 {
             return false;
         }
         self.lingering_looks += 1;
@@ -431,7 +446,8 @@ where
             if registered || !state.collect(lane, Some(cx.waker())) {
                 state.check_runtime(lane);
                 state.stop_lingering();
-                if state.multi_worker {
+                // Timed only where it may decide a spin (two clock reads per wait).
+                if state.multi_worker && state.pace != Pace::Slow {
                     state.waiting_since = Some(Instant::now());
                 }
                 return Poll::Pending;

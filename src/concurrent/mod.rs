@@ -81,6 +81,22 @@ pub(crate) enum Handover {
     ToDrivers { woke_unwatched: bool },
 }
 
+/// How the results a [`Lane::collect`] moved came back: facts from which the engine
+/// chooses its refill batches and whether to spin for more results.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Pace {
+    /// Every job finished at its first poll (CPU work, or nothing to wait for; every
+    /// blocking job).
+    FirstPoll,
+    /// A job returned `Pending` at some poll (it waited for a timer, I/O or another
+    /// task), but one of them was handed over in the last two hand-overs: results still
+    /// follow the hand-overs closely.
+    Waited,
+    /// A job returned `Pending`, and none was handed over in the last two hand-overs:
+    /// results come when timers fire or I/O is ready, not when workers get to them.
+    Slow,
+}
+
 /// A way to run jobs: the async lane or the blocking lane.
 ///
 /// All methods are called from the consumer's `poll_next` (or its `Drop`).
@@ -107,14 +123,13 @@ pub(crate) trait Lane {
     /// Moves finished results into `into`. With a waker and nothing finished, registers it
     /// to be woken when something finishes.
     ///
-    /// Returns whether a job among those moved returned `Pending` at some poll: it waited
-    /// for a timer, for I/O or for another task. Refill batches pay only while jobs
-    /// finish at their first poll (see `refill_batch` in the engine).
+    /// Returns how the results moved came back (see [`Pace`]); `Pace::FirstPoll` when
+    /// none did.
     fn collect(
         &mut self,
         into: &mut Vec<(u64, Outcome<Self::Out>)>,
         waker: Option<&std::task::Waker>,
-    ) -> bool;
+    ) -> Pace;
     /// Whether a failure (a panic, or an output `is_failure` accepts) was handed over
     /// and not yet collected. An unordered exit must see it before it yields anything
     /// else, so the consumer collects at once when this is set.

@@ -24,6 +24,8 @@ use std::time::Duration;
 /// Measured at 0718fc0; safe range 0 (never spin: each result then pays a wake-up,
 /// about 2x per item on `multi_thread`) to a few hundred µs (more only burns CPU).
 /// Guarded by the `async_lane` benchmark (`multi_thread`) and `cpu_time`.
+/// Never while the results last taken back came slowly (`Pace::Slow`): those follow
+/// timers and I/O, and a spin after each burst of them only burns CPU.
 pub(crate) const CONSUMER_LINGER: Duration = Duration::from_micros(100);
 
 /// Looks a spin takes before it starts to read the clock: most spins end within them,
@@ -65,7 +67,8 @@ pub(crate) const POLLS_PER_TURN: usize = 64;
 
 /// How long a standing-by driver stays awake after it last saw a job queued: a consumer
 /// busy yielding results hands over new jobs within µs, and waking a parked driver on
-/// another worker costs more than that. Measured at 0718fc0; safe range 0 to a few
+/// another worker costs more than that. Not at all while results come slowly
+/// (`Pace::Slow`): then it parks as soon as the queue is empty. Measured at 0718fc0; safe range 0 to a few
 /// hundred µs (longer burns CPU on waiting work). Guarded by the `async_lane` benchmark
 /// (`multi_thread`) and `cpu_time`.
 pub(crate) const DRIVER_LINGER: Duration = Duration::from_micros(100);
@@ -83,6 +86,15 @@ pub(crate) const STANDBY_AGE: Duration = Duration::from_micros(20);
 /// consumer's worker pay cache misses. Measured at 95888c8; safe range 1 to 20 µs.
 /// Guarded by the `interleaved` and `async_lane` benchmarks (`multi_thread`, limit 8).
 pub(crate) const STANDBY_LOOK_EVERY: Duration = Duration::from_micros(5);
+
+/// The longest in-place spin of a standing-by driver between two trips through tokio's
+/// scheduler, as a power of two of `spin_loop` hints (crossbeam's `Backoff` spin limit):
+/// 64 hints, some 1.5–2.5 µs on the benchmark machine. Its n-th spin in a row is
+/// `1 << n` hints, capped here, and then it yields; it parks once it stops standing by.
+/// Bounded by construction: no wait in place that only the clock ends. Measured at
+/// cd935d1 (`cpu_time`, `interleaved`); safe range 0 to 8. Guarded by the `plan_turn`
+/// unit tests, `cpu_time` and `interleaved` (`multi_thread`, limit 8).
+pub(crate) const SNOOZE_LIMIT: u32 = 6;
 
 /// A standing-by driver polled again within this long of its yield had, as a rule, a
 /// worker with nothing else to run. Measured at 95888c8; safe range 0.5 to 5 µs.

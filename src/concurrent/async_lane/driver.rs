@@ -104,11 +104,7 @@ where
             match self.standby.plan() {
                 Turn::Look => {}
                 Turn::Yield => return self.standby.yield_now(cx),
-                Turn::WaitThenLook(due) => {
-                    while super::standby::now() < due {
-                        std::hint::spin_loop();
-                    }
-                }
+                Turn::Snooze => return self.standby.snooze(cx),
             }
         }
         let watch = &self.shared.watch;
@@ -117,14 +113,20 @@ where
         let front = watch.front_push.load(Ordering::Acquire);
         let nothing_to_take = front == 0
             || (watch.active.load(Ordering::Relaxed) > 0 && !self.standby.has_waited(front));
-        let consumer_waiting = self.shared.consumer_waiting.load(Ordering::Relaxed);
         if nothing_to_take
             && !self.shared.is_closed()
-            && self.standby.keeps_standing(front != 0, consumer_waiting)
+            && self.standby.keeps_standing(front != 0, self.jobs_due())
         {
             return self.standby.yield_now(cx);
         }
         Poll::Ready(())
+    }
+
+    /// Whether the consumer will hand new jobs over soon: it neither waits for results
+    /// nor takes back results paced by timers or I/O (hints: see the protocol notes).
+    fn jobs_due(&self) -> bool {
+        !self.shared.consumer_waiting.load(Ordering::Relaxed)
+            && !self.shared.results_slow.load(Ordering::Relaxed)
     }
 
     /// Under the run queue's lock: takes the front job, or stands by, or parks.
@@ -201,10 +203,9 @@ where
             Role::Standby => true,
             _ => run.standby_enabled && run.standby == 0,
         };
-        let consumer_waiting = self.shared.consumer_waiting.load(Ordering::Relaxed);
         if stand_by {
             self.set_role(&mut run, Role::Standby);
-            if self.standby.keeps_standing(queued, consumer_waiting) {
+            if self.standby.keeps_standing(queued, self.jobs_due()) {
                 drop(run);
                 let _ = self.standby.yield_now(cx);
                 return Next::Pending;

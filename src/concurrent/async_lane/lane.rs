@@ -16,7 +16,7 @@ use super::shared::Shared;
 use super::slot::{drop_contained, Slot};
 use super::standby::this_thread;
 use super::sync::Ordering;
-use crate::concurrent::{Handover, Lane, Outcome, Workers};
+use crate::concurrent::{Handover, Lane, Outcome, Pace, Workers};
 
 /// The consumer's handle on the async lane.
 pub(crate) struct AsyncLane<Fut: Future> {
@@ -34,6 +34,9 @@ pub(crate) struct AsyncLane<Fut: Future> {
     starting: Vec<Option<Arc<Slot<Fut>>>>,
     /// Finished slots taken from the exchange, swapped with it to reuse both buffers.
     taken: Vec<Arc<Slot<Fut>>>,
+    /// Hand-overs so far: a result whose job was handed over in one of the last two
+    /// follows the hand-overs closely, whether or not its job waited (see [`Pace`]).
+    flushes: u64,
 }
 
 impl<Fut: Future> AsyncLane<Fut> {
@@ -49,6 +52,7 @@ impl<Fut: Future> AsyncLane<Fut> {
             free: Vec::new(),
             starting: Vec::new(),
             taken: Vec::new(),
+            flushes: 0,
         }
     }
 
@@ -199,6 +203,7 @@ where
             let mut cell = lock(&slot.cell);
             cell.index = index;
             cell.waited = false;
+            cell.flush = self.flushes + 1;
             let future = cell
                 .future
                 .as_mut()
@@ -213,6 +218,7 @@ where
         if self.starting.is_empty() {
             return Handover::Nothing;
         }
+        self.flushes += 1;
         if self.standby_enabled() {
             // For a driver standing by: whether it runs beside the consumer.
             let consumer_thread = &self.shared.watch.consumer_thread;
@@ -259,7 +265,7 @@ where
         &mut self,
         into: &mut Vec<(u64, Outcome<Fut::Output>)>,
         waker: Option<&Waker>,
-    ) -> bool {
+    ) -> Pace {
         // Written only when set: a driver standing by reads words on the same cache line.
         if self.shared.failure_handed.load(Ordering::Acquire) {
             self.shared.failure_handed.store(false, Ordering::Release);
@@ -286,14 +292,15 @@ where
                     drop(exchange);
                     self.wake_for_queued();
                 }
-                return false;
+                return Pace::FirstPoll;
             }
         }
-        let mut waited = false;
+        let (mut waited, mut recent) = (false, false);
         for slot in &self.taken {
             let (index, output) = {
                 let mut cell = lock(&slot.cell);
                 waited |= cell.waited;
+                recent |= cell.flush + 1 >= self.flushes;
                 (cell.index, cell.output.take())
             };
             if let Some(output) = output {
@@ -301,7 +308,18 @@ where
             }
         }
         self.free.append(&mut self.taken);
-        waited
+        let pace = match (waited, recent) {
+            (false, _) => Pace::FirstPoll,
+            (true, true) => Pace::Waited,
+            (true, false) => Pace::Slow,
+        };
+        // For a driver standing by (see `Driver::jobs_due`); written only when it
+        // changes, and only where one may stand by.
+        let slow = &self.shared.results_slow;
+        if self.standby_enabled() && slow.load(Ordering::Relaxed) != (pace == Pace::Slow) {
+            slow.store(pace == Pace::Slow, Ordering::Relaxed);
+        }
+        pace
     }
 
     fn cancel_from(&mut self, index: u64) {

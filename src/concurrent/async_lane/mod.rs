@@ -12,7 +12,9 @@
 //! a parked driver into its own worker's LIFO slot, and that *active* driver takes the
 //! whole batch. Another driver *stands by*, as a rule on another worker, and takes a job
 //! only once its batch has stood `STANDBY_AGE` at the front of the queue (the active
-//! drivers are busy in long polls). The knobs are in `concurrent::tuning`.
+//! drivers are busy in long polls); between its looks it spins a bounded while, then
+//! yields, and it parks as soon as no new jobs are due (the consumer waits, or takes
+//! back results paced by timers or I/O). The knobs are in `concurrent::tuning`.
 //!
 //! One file per mechanism:
 //! - `slot.rs`: a job's slot, its states and their transitions, the `Wake` impl;
@@ -65,9 +67,9 @@
 //!   failure over; the consumer then collects at once. A stale read delays that by one
 //!   poll at most: the failure is in the exchange already and the exit orders it
 //!   (speed of reaction only).
-//! - `consumer_waiting`, `helper_wakes` and `watch` (atomics, `Relaxed` hints): written
-//!   only when they change, read by drivers to choose between standing by, parking and
-//!   yielding. A stale read makes a driver stand by a little longer, park a little
+//! - `consumer_waiting`, `results_slow`, `helper_wakes` and `watch` (atomics, `Relaxed`
+//!   hints): written only when they change, read by drivers to choose between standing
+//!   by, parking and yielding. A stale read makes a driver stand by a little longer, park a little
 //!   sooner, or yield once more or less. None can lose a job: every push wakes a parked
 //!   driver when no driver is active, under the run queue's lock (speed only).
 //!

@@ -27,6 +27,8 @@ pub(super) struct Shared<Fut: Future> {
     pub(super) failure_handed: AtomicBool,
     /// Set while the consumer waits for a result (it registered its waker).
     pub(super) consumer_waiting: AtomicBool,
+    /// Set while the results the consumer last took back came slowly (`Pace::Slow`).
+    pub(super) results_slow: AtomicBool,
     /// Counts wake-ups of parked drivers, so a driver can tell it woke one itself.
     pub(super) helper_wakes: AtomicUsize,
     /// Every slot ever made (at most `limit`), for cancellation sweeps.
@@ -53,6 +55,7 @@ impl<Fut: Future> Shared<Fut> {
             cutoff: AtomicU64::new(u64::MAX),
             closed: AtomicBool::new(false),
             consumer_waiting: AtomicBool::new(false),
+            results_slow: AtomicBool::new(false),
             failure_handed: AtomicBool::new(false),
             helper_wakes: AtomicUsize::new(0),
             slots: Mutex::new(Vec::new()),

@@ -116,6 +116,8 @@ pub(super) struct Cell<Fut: Future> {
     pub(super) output: Option<Outcome<Fut::Output>>,
     /// Whether the job returned `Pending` at some poll.
     pub(super) waited: bool,
+    /// The hand-over that queued the job (see `AsyncLane::flushes`).
+    pub(super) flush: u64,
 }
 
 impl<Fut: Future> Slot<Fut> {
@@ -129,6 +131,7 @@ impl<Fut: Future> Slot<Fut> {
                 index: 0,
                 output: None,
                 waited: false,
+                flush: 0,
             }),
         }
     }

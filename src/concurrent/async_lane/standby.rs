@@ -9,7 +9,9 @@
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::concurrent::tuning::{BACK_AT_ONCE, DRIVER_LINGER, STANDBY_AGE, STANDBY_LOOK_EVERY};
+use crate::concurrent::tuning::{
+    BACK_AT_ONCE, DRIVER_LINGER, SNOOZE_LIMIT, STANDBY_AGE, STANDBY_LOOK_EVERY,
+};
 
 /// The clock the standby's pacing reads. Under loom it is frozen: the models check the
 /// protocol, and a clock read would make their runs differ from one another.
@@ -38,6 +40,8 @@ pub(super) struct Standby {
     yielded_at: Option<Instant>,
     /// Whether, at its last look, it ran on the consumer's thread.
     beside_consumer: bool,
+    /// The step of its next in-place spin (see `SNOOZE_LIMIT`).
+    snoozes: u32,
 }
 
 /// What a paced standing-by driver does at a turn.
@@ -48,8 +52,8 @@ pub(super) enum Turn {
     /// Yield to the runtime: the next look is not due, and other tasks may want the
     /// worker.
     Yield,
-    /// Wait in place until the next look is due, then look.
-    WaitThenLook(Instant),
+    /// Spin in place a bounded while (a backoff step, see `SNOOZE_LIMIT`), then yield.
+    Snooze,
 }
 
 impl Standby {
@@ -85,26 +89,39 @@ impl Standby {
         }
     }
 
-    /// Whether to go on standing by, given whether a job is queued now and whether the
-    /// consumer waits for results.
+    /// Whether to go on standing by, given whether a job is queued now and whether
+    /// new jobs are due soon (`jobs_due`: the consumer neither waits for results nor
+    /// takes back results that came slowly).
     ///
     /// A standing-by driver stays while jobs keep being queued, and for `DRIVER_LINGER`
     /// after the last one: a consumer busy yielding results will hand over new jobs
     /// within microseconds, and waking a parked driver on another worker costs far more
-    /// than that. A consumer waiting for results hands over nothing until one comes
-    /// (and a job woken meanwhile wakes a driver), so then it parks at once. Measured in
-    /// real time: tokio's paused clock does not advance while a task keeps yielding.
-    pub(super) fn keeps_standing(&mut self, queued: bool, consumer_waiting: bool) -> bool {
+    /// than that. A consumer waiting for results hands over nothing until one comes, and
+    /// one taking back results paced by timers or I/O hands new jobs over only as they
+    /// come (a job woken meanwhile wakes a driver): then it parks at once, since a
+    /// linger after every burst of wake-ups would only burn CPU. Measured in real time:
+    /// tokio's paused clock does not advance while a task keeps yielding.
+    pub(super) fn keeps_standing(&mut self, queued: bool, jobs_due: bool) -> bool {
         if queued {
             self.idle_since = None;
             return true;
         }
-        if consumer_waiting {
+        if !jobs_due {
             return false;
         }
         let now = now();
         let since = *self.idle_since.get_or_insert(now);
         now.duration_since(since) < DRIVER_LINGER
+    }
+
+    /// Spins in place a bounded while, one backoff step longer than the last time (up to
+    /// `SNOOZE_LIMIT`), then yields: never a wait in place that only the clock ends.
+    pub(super) fn snooze(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..1u32 << self.snoozes {
+            std::hint::spin_loop();
+        }
+        self.snoozes = (self.snoozes + 1).min(SNOOZE_LIMIT);
+        self.yield_now(cx)
     }
 
     /// Yields to the runtime while standing by, noting when (see [`plan_turn`]).
@@ -120,9 +137,10 @@ impl Standby {
 ///
 /// Once a look is due, it looks. Before that it yields, unless its yield came straight
 /// back (within `BACK_AT_ONCE`: nothing else ran on its worker) and its worker is not
-/// the consumer's: then it waits in place for the look, at most `STANDBY_LOOK_EVERY`,
-/// without going through the scheduler. Beside the consumer it always yields, so that
-/// the consumer and the driver on its worker never wait for the standby's spin.
+/// the consumer's: then it first spins in place a bounded while (without reading the
+/// clock), so that it goes through the scheduler only every microsecond or two. Beside
+/// the consumer it always yields at once, so that the consumer and the driver on its
+/// worker never wait for the standby's spin.
 pub(super) fn plan_turn(
     now: Instant,
     looked: Instant,
@@ -135,7 +153,7 @@ pub(super) fn plan_turn(
     }
     let worker_idle = yielded.is_some_and(|at| now.saturating_duration_since(at) < BACK_AT_ONCE);
     if worker_idle && !beside_consumer {
-        Turn::WaitThenLook(due)
+        Turn::Snooze
     } else {
         Turn::Yield
     }
@@ -167,14 +185,26 @@ mod tests {
     }
 
     #[test]
-    fn a_standby_alone_on_its_worker_waits_in_place_for_its_look() {
+    fn a_standby_alone_on_its_worker_spins_in_place_a_bounded_while() {
         let looked = Instant::now();
         let yielded = looked + US;
         let now = yielded + BACK_AT_ONCE / 2;
-        assert_eq!(
-            plan_turn(now, looked, Some(yielded), false),
-            Turn::WaitThenLook(looked + STANDBY_LOOK_EVERY)
-        );
+        assert_eq!(plan_turn(now, looked, Some(yielded), false), Turn::Snooze);
+    }
+
+    #[test]
+    fn a_standby_s_spins_grow_to_a_bound_and_start_afresh() {
+        let mut standby = Standby::default();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for step in 0..SNOOZE_LIMIT + 3 {
+            assert_eq!(standby.snoozes, step.min(SNOOZE_LIMIT));
+            assert!(
+                standby.snooze(&mut cx).is_pending(),
+                "a snooze always yields"
+            );
+        }
+        assert_eq!(standby.snoozes, SNOOZE_LIMIT);
+        assert_eq!(Standby::default().snoozes, 0);
     }
 
     #[test]
