@@ -361,7 +361,9 @@ impl<O> State<O> {
 
     /// Panics if the runtime the lane was bound to has shut down and the stream still
     /// needs it: jobs it ran are lost, and new ones could not run. A stream whose work
-    /// was all done before yields what it holds and ends as usual.
+    /// was all done before yields what it holds and ends as usual. Checked only before
+    /// the consumer waits (a stream that needs a gone runtime gets there at once: no
+    /// result can come), so the lane's flag is not read at every poll.
     fn check_runtime<L: Lane<Out = O>>(&mut self, lane: &mut L) {
         if !self.bound || !lane.runtime_gone() {
             return;
@@ -405,7 +407,6 @@ where
             state.bound = true;
         }
         state.end_wait();
-        state.check_runtime(lane);
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         loop {
             // Results are taken back in batches: while some wait to leave, the lane is

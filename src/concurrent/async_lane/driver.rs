@@ -130,8 +130,11 @@ where
     }
 
     /// Under the run queue's lock: takes the front job, or stands by, or parks.
-    fn next_job(&mut self, cx: &mut Context<'_>) -> Next<Fut> {
-        let shared = Arc::clone(&self.shared);
+    ///
+    /// `shared` is this driver's own `Arc`, cloned once per poll of the task by the
+    /// caller: a clone per job would write the `Arc`'s count, on the cache line of the
+    /// run queue's lock, once more per job.
+    fn next_job(&mut self, shared: &Shared<Fut>, cx: &mut Context<'_>) -> Next<Fut> {
         let mut run = lock(&shared.run);
         if mem::take(&mut self.parked) {
             let id = self.id;
@@ -159,7 +162,7 @@ where
             }
         };
         if take {
-            self.take_job(run, cx)
+            self.take_job(shared, run, cx)
         } else {
             self.stand_by_or_park(run, cx)
         }
@@ -172,10 +175,10 @@ where
     /// next turn.
     fn take_job(
         &mut self,
+        shared: &Shared<Fut>,
         mut run: MutexGuard<'_, RunQueue<Fut>>,
         cx: &mut Context<'_>,
     ) -> Next<Fut> {
-        let shared = Arc::clone(&self.shared);
         let slot = shared.pop(&mut run).expect("the queue has a front job");
         self.set_role(&mut run, Role::Active);
         if run.standby_enabled && run.standby == 0 && !run.queue.is_empty() {
@@ -373,22 +376,23 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        let shared = Arc::clone(&this.shared);
         let mut polls = 0;
         loop {
             if this.role == Role::Standby && this.look_while_standing(cx).is_pending() {
                 return Poll::Pending;
             }
-            let slot = match this.next_job(cx) {
+            let slot = match this.next_job(&shared, cx) {
                 Next::Poll(slot) => slot,
                 Next::Pending => return Poll::Pending,
                 Next::Exit => return Poll::Ready(()),
             };
-            let wakes_before = this.shared.helper_wakes.load(Ordering::Relaxed);
+            let wakes_before = shared.helper_wakes.load(Ordering::Relaxed);
             this.run(slot);
             // A result never waits in a driver while it polls another job.
             let woke_consumer = this.hand_over();
             polls += 1;
-            let woke_helper = this.shared.helper_wakes.load(Ordering::Relaxed) != wakes_before;
+            let woke_helper = shared.helper_wakes.load(Ordering::Relaxed) != wakes_before;
             if this.yields_after_poll(woke_helper, woke_consumer, polls) {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
