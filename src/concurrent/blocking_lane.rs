@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::Waker;
 
 use super::tuning::BLOCKING_LINGER;
-use super::{Handover, Lane, Outcome, Pace, Workers};
+use super::{drop_contained, Handover, Lane, Outcome, Pace, Workers};
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // User code never runs under this lock, so a poisoned one still holds consistent data.
@@ -105,7 +105,7 @@ where
             // The claim: taken and checked under the lock that every cancellation takes.
             if index >= shared.cutoff.load(Ordering::Acquire) {
                 drop(state);
-                drop(item);
+                drop_contained(item);
                 state = lock(&shared.state);
                 continue;
             }
@@ -131,14 +131,15 @@ where
                 (state.consumer.take(), None)
             };
             if !cancelled.is_empty() || consumer.is_some() || discarded.is_some() {
-                // User data (cancelled items, a closed stream's result) is dropped,
-                // and the consumer woken, outside the lock.
+                // Outside the lock: the consumer is woken first, then user data
+                // (cancelled items, a closed stream's result) is dropped, a panic in
+                // its destructor contained: the loop goes on, the consumer was told.
                 drop(state);
-                drop(cancelled);
-                drop(discarded);
                 if let Some(consumer) = consumer {
                     consumer.wake();
                 }
+                drop_contained(cancelled);
+                drop_contained(discarded);
                 state = lock(&shared.state);
             }
             continue;
@@ -212,8 +213,8 @@ impl<F, T, O> BlockingLane<F, T, O> {
             (queue, mem::take(&mut state.finished))
         };
         self.shared.job_ready.notify_all();
-        drop(queue);
-        drop(finished);
+        drop_contained(queue);
+        drop_contained(finished);
         self.starting.clear();
     }
 }
@@ -299,7 +300,7 @@ where
         let cancelled = self
             .shared
             .cancel_from(&mut lock(&self.shared.state), index);
-        drop(cancelled);
+        drop_contained(cancelled);
     }
 
     fn runtime_gone(&self) -> bool {

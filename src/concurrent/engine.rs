@@ -281,9 +281,10 @@ impl<O> State<O> {
             let polled = match polled {
                 Ok(polled) => polled,
                 Err(payload) => {
-                    // An upstream panic is the result of the position it took: results
-                    // before it leave first (in input order), later work is cancelled,
-                    // and the broken upstream is never polled again.
+                    // An upstream panic is the result of the position it took, a failure
+                    // like any other: in input order the results before it leave first,
+                    // later work is cancelled, and the broken upstream is never polled
+                    // again.
                     self.upstream_done = true;
                     let index = self.take_position();
                     self.record(lane, index, Err(payload));
@@ -359,21 +360,23 @@ impl<O> State<O> {
         }
     }
 
-    /// Panics if the runtime the lane was bound to has shut down and the stream still
-    /// needs it: jobs it ran are lost, and new ones could not run. A stream whose work
-    /// was all done before yields what it holds and ends as usual. Checked only before
-    /// the consumer waits (a stream that needs a gone runtime gets there at once: no
-    /// result can come), so the lane's flag is not read at every poll.
-    fn check_runtime<L: Lane<Out = O>>(&mut self, lane: &mut L) {
+    /// Before the consumer waits: whether it may. If the runtime the lane was bound to
+    /// has shut down, results that still came back (a worker that finished during the
+    /// shutdown) are taken, and the consumer goes round again to yield them, or to end
+    /// when it holds nothing; if it holds items none of which is ready, it would wait
+    /// for work lost with that runtime (or that no worker will start): it panics,
+    /// saying so. Checked only before waiting, where a stream that needs a gone runtime
+    /// always arrives, so the lane's flag is not read at every poll.
+    fn may_wait<L: Lane<Out = O>>(&mut self, lane: &mut L) -> bool {
         if !self.bound || !lane.runtime_gone() {
-            return;
+            return true;
         }
         self.collect(lane, None);
-        let needs_runtime = self.running > 0 || !(self.upstream_done || self.exit.failed());
-        if needs_runtime {
-            self.end(lane);
-            super::runtime_gone(self.operator);
+        if self.exit.has_ready() || self.held == 0 {
+            return false;
         }
+        self.end(lane);
+        super::runtime_gone(self.operator)
     }
 
     fn end<L: Lane<Out = O>>(&mut self, lane: &mut L) {
@@ -445,7 +448,9 @@ where
                 return Poll::Pending;
             }
             if registered || !state.collect(lane, Some(cx.waker())) {
-                state.check_runtime(lane);
+                if !state.may_wait(lane) {
+                    continue;
+                }
                 state.stop_lingering();
                 // Timed only where it may decide a spin (two clock reads per wait).
                 if state.multi_worker && state.pace != Pace::Slow {

@@ -145,6 +145,15 @@ pub(crate) trait Lane {
     fn close(&mut self);
 }
 
+/// Drops a value of the user's (an item, a future, an output, a panic payload) where no
+/// consumer is there to receive a panic from its destructor: the panic is contained,
+/// and the lane goes on (a worker never dies of it, a consumer waiting is still woken).
+pub(crate) fn drop_contained<T>(value: T) {
+    drop(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        move || drop(value),
+    )));
+}
+
 /// The first position to cancel once the job at `index` failed.
 pub(crate) fn cancel_from_after_failure(index: u64, ordered: bool) -> u64 {
     if ordered {

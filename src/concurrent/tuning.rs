@@ -89,8 +89,9 @@ pub(crate) const STANDBY_LOOK_EVERY: Duration = Duration::from_micros(5);
 
 /// The longest in-place spin of a standing-by driver between two trips through tokio's
 /// scheduler, as a power of two of `spin_loop` hints (crossbeam's `Backoff` spin limit):
-/// 64 hints, some 1.5–2.5 µs on the benchmark machine. Its n-th spin in a row is
-/// `1 << n` hints, capped here, and then it yields; it parks once it stops standing by.
+/// 64 hints, some 1.5–2.5 µs on the benchmark machine. Its spins grow from one hint,
+/// doubling, to this cap while it stands by (as crossbeam's `Backoff` does), each
+/// followed by a yield; it parks once it stops standing by.
 /// Bounded by construction: no wait in place that only the clock ends. Measured at
 /// cd935d1 (`cpu_time`, `interleaved`); safe range 0 to 8. Guarded by the `plan_turn`
 /// unit tests, `cpu_time` and `interleaved` (`multi_thread`, limit 8).

@@ -15,12 +15,12 @@ use std::task::{Context, Poll, Waker};
 use super::lock;
 use super::run_queue::{Role, RunQueue};
 use super::shared::Shared;
-use super::slot::{drop_contained, drop_job, FutureBox, Slot};
+use super::slot::{drop_job, FutureBox, Slot};
 use super::standby::{Standby, Turn};
 use super::sync::{MutexGuard, Ordering};
 use super::{Outcome, Payload};
-use crate::concurrent::cancel_from_after_failure;
 use crate::concurrent::tuning::POLLS_PER_TURN;
+use crate::concurrent::{cancel_from_after_failure, drop_contained};
 
 pub(super) struct Driver<Fut: Future> {
     shared: Arc<Shared<Fut>>,
@@ -277,7 +277,7 @@ where
         if cancelled {
             let mut taken = mem::replace(future, Box::pin(None));
             drop(cell);
-            drop(drop_job(&mut taken));
+            drop_contained(drop_job(&mut taken));
             return None;
         }
         let future = cell.future.take()?;
@@ -292,7 +292,7 @@ where
         // after setting the cutoff, so the job is dropped by one side or the other.
         if self.shared.is_cancelled(index) {
             drop(cell);
-            drop(drop_job(&mut future));
+            drop_contained(drop_job(&mut future));
             lock(&slot.cell).future = Some(future);
             slot.state.to_done();
             return;
@@ -363,7 +363,11 @@ fn finish<T, Fut>(future: &mut FutureBox<Fut>, outcome: Outcome<T>) -> Outcome<T
             drop_contained(output);
             Err(payload)
         }
-        (outcome, _) => outcome,
+        (outcome, destructor) => {
+            // The job's own panic (or output) wins; the destructor's is contained.
+            drop_contained(destructor);
+            outcome
+        }
     }
 }
 

@@ -13,10 +13,10 @@ use super::driver::Driver;
 use super::lock;
 use super::run_queue::{wake, Role};
 use super::shared::Shared;
-use super::slot::{drop_contained, Slot};
+use super::slot::Slot;
 use super::standby::this_thread;
 use super::sync::Ordering;
-use crate::concurrent::{Handover, Lane, Outcome, Pace, Workers};
+use crate::concurrent::{drop_contained, Handover, Lane, Outcome, Pace, Workers};
 
 /// The consumer's handle on the async lane.
 pub(crate) struct AsyncLane<Fut: Future> {
@@ -129,11 +129,11 @@ impl<Fut: Future> AsyncLane<Fut> {
         for (_, waker) in parked {
             waker.wake();
         }
-        let finished = {
+        let (finished, consumer) = {
             let mut exchange = lock(&self.shared.exchange);
-            exchange.consumer = None;
-            mem::take(&mut exchange.finished)
+            (mem::take(&mut exchange.finished), exchange.consumer.take())
         };
+        drop(consumer);
         drop(finished);
     }
 }
@@ -285,11 +285,13 @@ where
             }
             if self.taken.is_empty() {
                 if let Some(waker) = waker {
-                    match &exchange.consumer {
-                        Some(current) if current.will_wake(waker) => {}
-                        _ => exchange.consumer = Some(waker.clone()),
-                    }
+                    // A waker replaced is dropped after the lock: a waker is user code.
+                    let replaced = match &exchange.consumer {
+                        Some(current) if current.will_wake(waker) => None,
+                        _ => exchange.consumer.replace(waker.clone()),
+                    };
                     drop(exchange);
+                    drop(replaced);
                     self.wake_for_queued();
                 }
                 return Pace::FirstPoll;

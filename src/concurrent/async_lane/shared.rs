@@ -13,6 +13,7 @@ use super::lock;
 use super::run_queue::{RunQueue, Watch};
 use super::slot::{drop_job, Slot};
 use super::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::concurrent::drop_contained;
 
 pub(super) struct Shared<Fut: Future> {
     pub(super) run: Mutex<RunQueue<Fut>>,
@@ -93,7 +94,7 @@ impl<Fut: Future> Shared<Fut> {
             }
             let mut taken = mem::replace(future, Box::pin(None));
             drop(cell);
-            drop(drop_job(&mut taken));
+            drop_contained(drop_job(&mut taken));
         }
     }
 

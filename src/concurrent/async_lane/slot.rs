@@ -163,8 +163,3 @@ impl<Fut: Future> Wake for Slot<Fut> {
 pub(super) fn drop_job<Fut>(future: &mut FutureBox<Fut>) -> Option<Payload> {
     catch_unwind(AssertUnwindSafe(|| future.as_mut().set(None))).err()
 }
-
-/// Drops a value of the user's, containing a panic in its destructor.
-pub(super) fn drop_contained<T>(value: T) {
-    drop(catch_unwind(AssertUnwindSafe(move || drop(value))));
-}

@@ -114,8 +114,9 @@ impl Standby {
         now.duration_since(since) < DRIVER_LINGER
     }
 
-    /// Spins in place a bounded while, one backoff step longer than the last time (up to
-    /// `SNOOZE_LIMIT`), then yields: never a wait in place that only the clock ends.
+    /// Spins in place a bounded while, twice as long as the last time while it has
+    /// stood by (up to `SNOOZE_LIMIT`), then yields: never a wait in place that only the
+    /// clock ends.
     pub(super) fn snooze(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         for _ in 0..1u32 << self.snoozes {
             std::hint::spin_loop();
