@@ -33,9 +33,6 @@ struct State<O> {
     limit: usize,
     /// Items pulled and not yet yielded, at most (the bound of semantic 1).
     window: usize,
-    /// Free places to wait for before pulling again, while jobs run and the consumer is
-    /// behind: `batch`, or 1 while the jobs last taken back had waited.
-    refill: usize,
     /// The refill batch while jobs finish at their first poll (see [`refill_batch`]).
     batch: usize,
     /// Whether the last look that took results back took more than one.
@@ -85,7 +82,6 @@ impl<St, M, L, O> Engine<St, M, L, O> {
                 operator,
                 limit,
                 window: limit,
-                refill: refill_batch(limit),
                 batch: refill_batch(limit),
                 burst: false,
                 pace: Pace::FirstPoll,
@@ -151,11 +147,6 @@ impl<O> State<O> {
         let any = !finished.is_empty();
         if any {
             self.pace = pace;
-            self.refill = if pace == Pace::FirstPoll {
-                self.batch
-            } else {
-                1
-            };
             self.burst = finished.len() > 1;
         }
         // In the order the lane gave them (finish order, for the unordered exit).
@@ -222,10 +213,23 @@ impl<O> State<O> {
 
     /// Whether jobs counted as running (some of them finished and not yet collected) are
     /// all that keeps the next refill batch from being pulled.
+    ///
+    /// (The refill batch: see [`State::refill`].)
     fn limit_blocks_refill(&self) -> bool {
-        self.yields_since_collect >= self.refill
-            && self.limit - self.running < self.refill
-            && self.window - self.held >= self.refill
+        let refill = self.refill();
+        self.yields_since_collect >= refill
+            && self.limit - self.running < refill
+            && self.window - self.held >= refill
+    }
+
+    /// Free places to wait for before pulling again, while jobs run and the consumer is
+    /// behind: `batch` while the jobs last taken back finished at their first poll, 1
+    /// once one of them waited (see `refill_batch` in `tuning`).
+    fn refill(&self) -> usize {
+        match self.pace {
+            Pace::FirstPoll => self.batch,
+            Pace::Waited | Pace::Slow => 1,
+        }
     }
 
     /// Whether results wait to be yielded after the one about to leave; or, while the
@@ -272,7 +276,7 @@ impl<O> State<O> {
         // limit 8, four handoffs per eight results instead of three). When results come
         // back one at a time, a lone result about to leave is no backlog: the consumer
         // keeps up, and its free places are filled at once.
-        if free < self.refill && self.running > 0 && self.behind() {
+        if free < self.refill() && self.running > 0 && self.behind() {
             return false;
         }
         let first = self.next_index;
@@ -362,9 +366,9 @@ impl<O> State<O> {
 
     /// Before the consumer waits: whether it may. If the runtime the lane was bound to
     /// has shut down, results that still came back (a worker that finished during the
-    /// shutdown) are taken, and the consumer goes round again to yield them, or to end
-    /// when it holds nothing; if it holds items none of which is ready, it would wait
-    /// for work lost with that runtime (or that no worker will start): it panics,
+    /// shutdown) are taken, and the consumer goes round again to yield them; holding
+    /// nothing, it waits for upstream; holding items none of which is ready, it would
+    /// wait for work lost with that runtime (or that no worker will start): it panics,
     /// saying so. Checked only before waiting, where a stream that needs a gone runtime
     /// always arrives, so the lane's flag is not read at every poll.
     fn may_wait<L: Lane<Out = O>>(&mut self, lane: &mut L) -> bool {
@@ -372,8 +376,13 @@ impl<O> State<O> {
             return true;
         }
         self.collect(lane, None);
-        if self.exit.has_ready() || self.held == 0 {
+        if self.exit.has_ready() {
             return false;
+        }
+        if self.held == 0 {
+            // Nothing in the lane: it waits for upstream, whose next item will find the
+            // runtime gone.
+            return true;
         }
         self.end(lane);
         super::runtime_gone(self.operator)

@@ -246,6 +246,40 @@ fn map_concurrent_outliving_its_runtime(first: Flavor, second: Flavor) {
     });
 }
 
+/// A stream whose work was all done when its runtime went waits for upstream as usual
+/// (it neither spins nor panics while it holds nothing), and panics once upstream's next
+/// item would need the gone runtime.
+#[test]
+fn a_stream_whose_runtime_is_gone_waits_for_upstream_then_panics() {
+    on_a_thread("polling after the runtime was gone", || {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<u64>();
+        let mut flow = Box::pin(rx.map_concurrent(2, |i| async move { i * 2 }));
+        let first = Flavor::MultiThread(2).runtime();
+        tx.unbounded_send(1).expect("the stream holds the receiver");
+        assert_eq!(first.block_on(flow.next()), Some(2));
+        drop(first);
+        let second = Flavor::CurrentThread.runtime();
+        second.block_on(async {
+            assert!(
+                futures::poll!(flow.next()).is_pending(),
+                "with nothing held, the stream waits for upstream"
+            );
+        });
+        tx.unbounded_send(2).expect("the stream holds the receiver");
+        let caught = second.block_on(async {
+            AssertUnwindSafe(tokio::time::timeout(Duration::from_secs(2), flow.next()))
+                .catch_unwind()
+                .await
+        });
+        let payload = caught.expect_err("the item needing the gone runtime did not panic");
+        let message = panic_message(&*payload);
+        assert!(
+            message.contains("shut down"),
+            "the panic does not say the runtime shut down: {message}"
+        );
+    });
+}
+
 #[test]
 fn a_stream_whose_runtime_is_gone_panics_current_thread_then_current_thread() {
     map_concurrent_outliving_its_runtime(Flavor::CurrentThread, Flavor::CurrentThread);

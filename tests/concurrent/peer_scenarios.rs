@@ -126,19 +126,6 @@ all_ops! {
 
 // A consumer that blocks on a thread which entered the runtime.
 
-/// Runs `f` on a thread of its own; fails the test if it takes more than 30 s.
-fn on_a_thread<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Ok(value)) => value,
-        Ok(Err(payload)) => std::panic::resume_unwind(payload),
-        Err(_) => panic!("{what} hung"),
-    }
-}
-
 const BLOCKING_N: u64 = 500;
 
 #[test]

@@ -1072,3 +1072,16 @@ pub async fn others_cancelled(op: Op, probe: &Probe, keys: &mut Keys) {
     }
     assert_eq!(probe.pulled(), pulled, "pulled after the re-raise");
 }
+
+/// Runs `f` on a thread of its own; fails the test if it takes more than 30 s.
+pub fn on_a_thread<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(value)) => value,
+        Ok(Err(payload)) => std::panic::resume_unwind(payload),
+        Err(_) => panic!("{what} hung"),
+    }
+}

@@ -15,7 +15,7 @@ use std::task::{Context, Poll, Waker};
 use super::lock;
 use super::run_queue::{Role, RunQueue};
 use super::shared::Shared;
-use super::slot::{drop_job, FutureBox, Slot};
+use super::slot::{cancel_job, drop_job, FutureBox, Slot};
 use super::standby::{Standby, Turn};
 use super::sync::{MutexGuard, Ordering};
 use super::{Outcome, Payload};
@@ -269,15 +269,8 @@ where
     /// job is cancelled (dropping it here if the sweep has not) or already gone.
     fn claim(&self, slot: &Slot<Fut>) -> Option<(FutureBox<Fut>, u64)> {
         let mut cell = lock(&slot.cell);
-        let cancelled = self.shared.is_cancelled(cell.index);
-        let future = cell.future.as_mut()?;
-        if future.is_none() {
-            return None;
-        }
-        if cancelled {
-            let mut taken = mem::replace(future, Box::pin(None));
-            drop(cell);
-            drop_contained(drop_job(&mut taken));
+        if self.shared.is_cancelled(cell.index) {
+            cancel_job(cell);
             return None;
         }
         let future = cell.future.take()?;
@@ -286,18 +279,16 @@ where
 
     /// Returns a pending job's future to its slot, or drops it if it was cancelled
     /// meanwhile; queues the job again if it was woken during the poll.
-    fn park_job(&mut self, slot: &Arc<Slot<Fut>>, mut future: FutureBox<Fut>, index: u64) {
+    fn park_job(&mut self, slot: &Arc<Slot<Fut>>, future: FutureBox<Fut>, index: u64) {
         let mut cell = lock(&slot.cell);
+        cell.future = Some(future);
         // Checked under the cell's lock: a cancellation sweeps cells under the same lock
         // after setting the cutoff, so the job is dropped by one side or the other.
         if self.shared.is_cancelled(index) {
-            drop(cell);
-            drop_contained(drop_job(&mut future));
-            lock(&slot.cell).future = Some(future);
+            cancel_job(cell);
             slot.state.to_done();
             return;
         }
-        cell.future = Some(future);
         cell.waited = true;
         drop(cell);
         if !slot.state.to_idle() {

@@ -138,30 +138,26 @@ impl<Fut: Future> AsyncLane<Fut> {
     }
 }
 
-/// What the loom models drive by hand: the lane bound to no runtime, with `drivers`
-/// driver tasks the model runs itself (on one worker: no standby, no clock).
+/// What the loom models drive by hand: the lane bound to no runtime, with one driver
+/// task the model runs itself (on one worker: no standby, no clock).
 #[cfg(all(test, loom))]
 impl<Fut> AsyncLane<Fut>
 where
     Fut: Future + Send + 'static,
     Fut::Output: Send + 'static,
 {
-    pub(super) fn bind_for_model(&mut self, drivers: usize, ordered: bool) -> Vec<Driver<Fut>> {
+    pub(super) fn bind_for_model(&mut self, ordered: bool) -> Driver<Fut> {
         self.is_failure = Some(|_| false);
         self.ordered = ordered;
-        lock(&self.shared.run).woken_as = vec![Role::Idle; drivers];
-        (0..drivers)
-            .map(|id| {
-                Driver::new(
-                    Arc::clone(&self.shared),
-                    id,
-                    |_| false,
-                    ordered,
-                    false,
-                    false,
-                )
-            })
-            .collect()
+        lock(&self.shared.run).woken_as = vec![Role::Idle];
+        Driver::new(
+            Arc::clone(&self.shared),
+            0,
+            |_| false,
+            ordered,
+            false,
+            false,
+        )
     }
 
     pub(super) fn shared(&self) -> &Arc<Shared<Fut>> {

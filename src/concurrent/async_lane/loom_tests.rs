@@ -93,6 +93,15 @@ impl Handles {
     }
 }
 
+/// Runs a driver task on a loom thread of its own, until the lane closes.
+fn run<Fut>(driver: super::driver::Driver<Fut>) -> loom::thread::JoinHandle<()>
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    loom::thread::spawn(move || loom::future::block_on(driver))
+}
+
 /// Waits (as the consumer does) until the lane hands over at least one result.
 fn collect_some<Fut>(lane: &mut AsyncLane<Fut>) -> Vec<(u64, Outcome<Fut::Output>)>
 where
@@ -127,9 +136,8 @@ fn values<T: Copy>(results: &[(u64, Outcome<T>)]) -> Vec<(u64, T)> {
 fn loom_a_job_woken_while_it_runs_is_polled_again() {
     model(|| {
         let mut lane = AsyncLane::new(1);
-        let mut drivers = lane.bind_for_model(1, true);
-        let driver = drivers.pop().unwrap();
-        let runner = loom::thread::spawn(move || loom::future::block_on(driver));
+        let driver = lane.bind_for_model(true);
+        let runner = run(driver);
         let (job, handles) = gated(7);
         lane.start(0, job);
         lane.flush();
@@ -149,9 +157,8 @@ fn loom_a_job_woken_while_it_runs_is_polled_again() {
 fn loom_a_cancel_racing_a_wake_drops_the_job_and_keeps_earlier_results() {
     model(|| {
         let mut lane = AsyncLane::new(2);
-        let mut drivers = lane.bind_for_model(1, true);
-        let driver = drivers.pop().unwrap();
-        let runner = loom::thread::spawn(move || loom::future::block_on(driver));
+        let driver = lane.bind_for_model(true);
+        let runner = run(driver);
         let (first, first_handles) = gated(1);
         let (second, second_handles) = gated(2);
         first_handles.go.store(true, SeqCst);
@@ -194,14 +201,13 @@ fn loom_a_cancel_racing_a_wake_drops_the_job_and_keeps_earlier_results() {
 fn loom_close_racing_a_hand_over_leaves_nothing_behind() {
     model(|| {
         let mut lane = AsyncLane::new(1);
-        let mut drivers = lane.bind_for_model(1, true);
-        let driver = drivers.pop().unwrap();
+        let driver = lane.bind_for_model(true);
         let (job, handles) = gated(3);
         handles.go.store(true, SeqCst);
         lane.start(0, job);
         lane.flush();
         let shared = Arc::clone(lane.shared());
-        let runner = loom::thread::spawn(move || loom::future::block_on(driver));
+        let runner = run(driver);
         lane.close();
         runner.join().unwrap();
         assert!(lock(&shared.run).queue.is_empty(), "a job is still queued");
@@ -224,8 +230,7 @@ fn loom_close_racing_a_hand_over_leaves_nothing_behind() {
 fn loom_a_result_handed_over_while_the_consumer_registers_wakes_it() {
     model(|| {
         let mut lane = AsyncLane::new(2);
-        let mut drivers = lane.bind_for_model(1, false);
-        let driver = drivers.pop().unwrap();
+        let driver = lane.bind_for_model(false);
         let (first, first_handles) = gated(1);
         let (second, second_handles) = gated(2);
         first_handles.go.store(true, SeqCst);
@@ -233,7 +238,7 @@ fn loom_a_result_handed_over_while_the_consumer_registers_wakes_it() {
         lane.start(0, first);
         lane.start(1, second);
         lane.flush();
-        let runner = loom::thread::spawn(move || loom::future::block_on(driver));
+        let runner = run(driver);
         let mut seen = values(&collect_some(&mut lane));
         if seen.len() < 2 {
             seen.extend(values(&collect_some(&mut lane)));

@@ -5,15 +5,13 @@
 //! cancellation cutoff and its sweep.
 
 use std::future::Future;
-use std::mem;
 use std::sync::Arc;
 use std::task::Waker;
 
 use super::lock;
 use super::run_queue::{RunQueue, Watch};
-use super::slot::{drop_job, Slot};
+use super::slot::{cancel_job, Slot};
 use super::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering};
-use crate::concurrent::drop_contained;
 
 pub(super) struct Shared<Fut: Future> {
     pub(super) run: Mutex<RunQueue<Fut>>,
@@ -82,19 +80,10 @@ impl<Fut: Future> Shared<Fut> {
         self.cutoff.fetch_min(from, Ordering::AcqRel);
         let slots = lock(&self.slots).clone();
         for slot in slots {
-            let mut cell = lock(&slot.cell);
-            if cell.index < from {
-                continue;
+            let cell = lock(&slot.cell);
+            if cell.index >= from {
+                cancel_job(cell);
             }
-            let Some(future) = cell.future.as_mut() else {
-                continue;
-            };
-            if future.is_none() {
-                continue;
-            }
-            let mut taken = mem::replace(future, Box::pin(None));
-            drop(cell);
-            drop_contained(drop_job(&mut taken));
         }
     }
 

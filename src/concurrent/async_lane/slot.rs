@@ -6,14 +6,16 @@
 //! contained.
 
 use std::future::Future;
+use std::mem;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Wake;
 
 use super::shared::Shared;
-use super::sync::{AtomicU64, AtomicU8, Mutex, Ordering};
+use super::sync::{AtomicU64, AtomicU8, Mutex, MutexGuard, Ordering};
 use super::{lock, Outcome, Payload};
+use crate::concurrent::drop_contained;
 
 /// Where a job's future lives. The box is kept across jobs (`Pin::set` replaces its
 /// contents in place), and is lent to a driver while it polls.
@@ -153,6 +155,22 @@ impl<Fut: Future> Wake for Slot<Fut> {
             self.shared.schedule(Arc::clone(self));
         }
     }
+}
+
+/// Drops the cancelled job in `cell`, if it holds one that no driver is polling: the
+/// future is taken out under the lock and dropped after it (it is user code), a panic
+/// in its destructor contained (the cancellation is what the consumer sees). The
+/// claim, the sweep and a driver's re-check after a poll all drop a job this way.
+pub(super) fn cancel_job<Fut: Future>(mut cell: MutexGuard<'_, Cell<Fut>>) {
+    let Some(future) = cell.future.as_mut() else {
+        return;
+    };
+    if future.is_none() {
+        return;
+    }
+    let mut taken = mem::replace(future, Box::pin(None));
+    drop(cell);
+    drop_contained(drop_job(&mut taken));
 }
 
 /// Drops a job's future in place (its box is kept for the next job). Returns the panic
