@@ -10,6 +10,7 @@ use crate::concurrent::{
     MapConcurrent, MapConcurrentUnordered, ParMap, ParMapUnordered, TryMapConcurrent,
     TryMapConcurrentUnordered, TryParMap, TryParMapUnordered,
 };
+use crate::policy::RateLimit;
 
 /// Panics with a message naming `name` when `value` is zero.
 #[track_caller]
@@ -315,6 +316,47 @@ pub trait FlowExt: Stream {
     {
         assert_nonzero(limit, "limit", "par_map_unordered");
         ParMapUnordered::new(self, limit, f)
+    }
+
+    /// Lets at most `n` items pass in any span of `per`, on tokio's clock: up to `n` at
+    /// once after a quiet period (a burst), then one more each time the oldest of the
+    /// last `n` is `per` old.
+    ///
+    /// It holds at most one item pulled ahead of its permit: upstream works one item
+    /// ahead (its time overlaps the wait), and the stream's end is seen at once. Before
+    /// a concurrent operator it limits job starts, since the operator pulls only when a
+    /// job can start. Items are never dropped or reordered, only delayed. It waits on a tokio timer (so it needs a
+    /// runtime with the time driver when polled, and is exact on the paused clock);
+    /// memory holds the instants of the last `n` items and one item.
+    ///
+    /// # Panics
+    /// If `n == 0` (naming `n`) or `per` is zero (naming `per`).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = tokio::time::Instant::now();
+    /// // At most 2 requests per 100 ms: 6 requests take 200 ms (2 at 0, 100, 200 ms).
+    /// let replies: Vec<u32> = flowgate::source::iter(0..6u32)
+    ///     .rate_limit(2, Duration::from_millis(100))
+    ///     .map_concurrent(4, |i| async move { i * 10 })
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(replies, [0, 10, 20, 30, 40, 50]);
+    /// assert_eq!(start.elapsed(), Duration::from_millis(200));
+    /// # }
+    /// ```
+    #[track_caller]
+    fn rate_limit(self, n: usize, per: Duration) -> RateLimit<Self>
+    where
+        Self: Sized + Stream,
+    {
+        RateLimit::new(self, n, per)
     }
 }
 

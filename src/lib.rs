@@ -127,10 +127,14 @@
 
 pub mod chunk;
 pub mod concurrent;
+mod error;
 mod ext;
+pub mod policy;
 pub mod source;
 
+pub use error::{Cause, Error};
 pub use ext::{FlowExt, TryFlowExt};
+pub use policy::{Backoff, Retry};
 
 /// Writes a stream as a generator: `yield` items from an `async` block.
 ///

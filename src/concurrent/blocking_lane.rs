@@ -24,7 +24,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Shared<F, T, O> {
     f: F,
     /// Set at the first poll: which outputs end the stream.
-    is_failure: OnceLock<fn(&O) -> bool>,
+    is_failure: OnceLock<fn(&Outcome<O>) -> bool>,
     /// Set when a failure was finished and the consumer has not collected since.
     failure_finished: AtomicBool,
     /// Whether the exit is ordered (which jobs a failure cancels).
@@ -74,23 +74,26 @@ impl<F, T, O> Drop for LoopTicket<F, T, O> {
 }
 
 impl<F, T, O> Shared<F, T, O> {
-    /// Moves the cutoff to `from` and takes the queued jobs it cancels (a suffix: queued
-    /// positions only grow), to be dropped once the lock is released.
+    /// Moves the cutoff to `from` and takes the queued jobs it cancels, to be dropped
+    /// once the lock is released. Queued positions grow, except for a retry queued
+    /// behind later positions, so the queue is split by position, not at one place.
     fn cancel_from(&self, state: &mut State<T, O>, from: u64) -> VecDeque<(u64, T)> {
         self.cutoff.fetch_min(from, Ordering::AcqRel);
-        let keep = state.queue.iter().take_while(|(i, _)| *i < from).count();
-        state.queue.split_off(keep)
+        if !state.queue.iter().any(|(i, _)| *i >= from) {
+            return VecDeque::new();
+        }
+        let (keep, cancelled) = std::mem::take(&mut state.queue)
+            .into_iter()
+            .partition(|(i, _)| *i < from);
+        state.queue = keep;
+        cancelled
     }
 
-    /// Whether `outcome` ends the stream: a panic, or an output `is_failure` accepts.
+    /// Whether `outcome` ends the stream (see [`Lane::bind`]).
     fn is_failure(&self, outcome: &Outcome<O>) -> bool {
-        match outcome {
-            Ok(out) => self
-                .is_failure
-                .get()
-                .is_some_and(|is_failure| is_failure(out)),
-            Err(_) => true,
-        }
+        self.is_failure
+            .get()
+            .is_some_and(|is_failure| is_failure(outcome))
     }
 }
 
@@ -229,7 +232,12 @@ where
     type Out = O;
     const WORKERS: Workers = Workers::BlockingThreads;
 
-    fn bind(&mut self, handle: &tokio::runtime::Handle, is_failure: fn(&O) -> bool, ordered: bool) {
+    fn bind(
+        &mut self,
+        handle: &tokio::runtime::Handle,
+        is_failure: fn(&Outcome<O>) -> bool,
+        ordered: bool,
+    ) {
         let _ = self.shared.is_failure.set(is_failure);
         self.shared.ordered.store(ordered, Ordering::Relaxed);
         self.handle = Some(handle.clone());

@@ -4,7 +4,10 @@
 //! Upstream and the mapper (holding the user's `f`) live here and are only touched from
 //! `poll_next`; only jobs cross to the lane.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt;
+use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -15,19 +18,37 @@ use pin_project_lite::pin_project;
 
 use super::reorder::{Cancel, Exit};
 use super::tuning::{refill_batch, BUSY_AHEAD, CONSUMER_LINGER, FREE_LOOKS, LONG_WAIT};
-use super::{current_runtime, Handover, Lane, Mapper, Outcome, Pace, Prepared, Workers};
+use super::{
+    current_runtime, Direct, Handover, Lane, Mapper, Outcome, Pace, Prepared, Settle, Settled,
+    Workers,
+};
 
 pin_project! {
-    pub(crate) struct Engine<St, M, L, O> {
+    /// The consumer side of an operator: upstream, the mapper (holding `f`), the lane,
+    /// how attempts' outcomes become items (`S`), and the state of the bound. `O` is
+    /// the item the stream yields, `R` the output of a job (the lane's).
+    pub(crate) struct Engine<St, M, L, S, O, R> {
         #[pin]
         upstream: St,
         mapper: M,
         lane: L,
-        state: State<O>,
+        settle: S,
+        state: State<O, R>,
     }
 }
 
-struct State<O> {
+/// The engine of the plain operators: every outcome is the item.
+pub(crate) type PlainEngine<St, M, L, O> = Engine<St, M, L, Direct<O>, O, O>;
+
+/// Items waiting out a retry's backoff, by when they are due: they hold their places
+/// in the window, not a running slot.
+struct Retries {
+    due: BinaryHeap<Reverse<(tokio::time::Instant, u64)>>,
+    /// The timer of the earliest, made at the first retry (only where retries happen).
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+struct State<O, R> {
     operator: &'static str,
     /// Jobs running at once, at most.
     limit: usize,
@@ -46,11 +67,12 @@ struct State<O> {
     /// Jobs handed to the lane whose result has not come back.
     running: usize,
     exit: Exit<O>,
-    is_failure: fn(&O) -> bool,
+    retries: Retries,
     upstream_done: bool,
     bound: bool,
     ended: bool,
-    finished: Vec<(u64, Outcome<O>)>,
+    /// The lane's results, taken back and not yet recorded (a buffer kept for reuse).
+    finished: Vec<(u64, Outcome<R>)>,
     yields_since_collect: usize,
     /// Whether the consumer may spin briefly for results instead of waiting at once: on
     /// a multi-thread runtime, while recent waits were short.
@@ -62,7 +84,8 @@ struct State<O> {
     waiting_since: Option<Instant>,
 }
 
-impl<St, M, L, O> Engine<St, M, L, O> {
+impl<St, M, L, O> PlainEngine<St, M, L, O> {
+    /// The engine of a plain operator.
     pub(crate) fn new<T>(
         operator: &'static str,
         upstream: St,
@@ -74,10 +97,34 @@ impl<St, M, L, O> Engine<St, M, L, O> {
     where
         M: Mapper<T, Out = O>,
     {
+        Engine::with_settle(
+            operator,
+            upstream,
+            mapper,
+            lane,
+            Direct::new::<T, M>(),
+            limit,
+            ordered,
+        )
+    }
+}
+
+impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
+    /// The engine of an operator whose outcomes become items through `settle`.
+    pub(crate) fn with_settle(
+        operator: &'static str,
+        upstream: St,
+        mapper: M,
+        lane: L,
+        settle: S,
+        limit: usize,
+        ordered: bool,
+    ) -> Self {
         Engine {
             upstream,
             mapper,
             lane,
+            settle,
             state: State {
                 operator,
                 limit,
@@ -89,7 +136,10 @@ impl<St, M, L, O> Engine<St, M, L, O> {
                 held: 0,
                 running: 0,
                 exit: Exit::new(ordered),
-                is_failure: M::is_failure,
+                retries: Retries {
+                    due: BinaryHeap::new(),
+                    timer: None,
+                },
                 upstream_done: false,
                 bound: false,
                 ended: false,
@@ -116,6 +166,38 @@ impl<St, M, L, O> Engine<St, M, L, O> {
         state.window = window;
     }
 
+    /// The parts of an engine never polled, to build another around them: upstream,
+    /// the mapper, the limit, the window and whether results leave in input order.
+    pub(crate) fn into_parts(self) -> (St, M, usize, usize, bool) {
+        let state = self.state;
+        assert!(
+            !state.bound,
+            "flowgate: a policy is set on `{}` after it was polled",
+            state.operator
+        );
+        let ordered = state.exit.is_ordered();
+        (
+            self.upstream,
+            self.mapper,
+            state.limit,
+            state.window,
+            ordered,
+        )
+    }
+
+    /// The name of the operator, for messages.
+    pub(crate) fn operator(&self) -> &'static str {
+        self.state.operator
+    }
+
+    pub(crate) fn settle_mut(&mut self) -> &mut S {
+        &mut self.settle
+    }
+
+    pub(crate) fn mapper_mut(&mut self) -> &mut M {
+        &mut self.mapper
+    }
+
     pub(crate) fn is_terminated(&self) -> bool {
         self.state.ended
     }
@@ -133,12 +215,13 @@ impl<St, M, L, O> Engine<St, M, L, O> {
     }
 }
 
-impl<O> State<O> {
+impl<O, R> State<O, R> {
     /// Takes the results the lane has finished; registers `waker` if there are none.
     /// Returns whether any came back.
-    fn collect<L: Lane<Out = O>>(
+    fn collect<I, L: Lane<Out = R>, S: Settle<I, R, Item = O>>(
         &mut self,
         lane: &mut L,
+        settle: &mut S,
         waker: Option<&std::task::Waker>,
     ) -> bool {
         self.yields_since_collect = 0;
@@ -153,20 +236,96 @@ impl<O> State<O> {
         finished.reverse();
         while let Some((index, outcome)) = finished.pop() {
             self.running -= 1;
-            self.record(lane, index, outcome);
+            self.record(lane, settle, index, outcome);
         }
         self.finished = finished;
         any
     }
 
-    fn record<L: Lane<Out = O>>(&mut self, lane: &mut L, index: u64, outcome: Outcome<O>) {
-        let failure = match &outcome {
-            Ok(out) => (self.is_failure)(out),
-            Err(_) => true,
-        };
+    /// Records how an attempt of the item at `index` ended: its result, or a retry.
+    fn record<I, L: Lane<Out = R>, S: Settle<I, R, Item = O>>(
+        &mut self,
+        lane: &mut L,
+        settle: &mut S,
+        index: u64,
+        outcome: Outcome<R>,
+    ) {
+        match settle.settle(index, outcome) {
+            Settled::Final(outcome, failure) => self.finish(lane, index, outcome, failure),
+            Settled::Retry(delay) => {
+                let due = tokio::time::Instant::now() + delay;
+                self.retries.due.push(Reverse((due, index)));
+            }
+        }
+    }
+
+    /// Gives the item at `index` its result; a failure cancels the work it makes useless
+    /// (retries waiting included).
+    fn finish<L: Lane<Out = R>>(
+        &mut self,
+        lane: &mut L,
+        index: u64,
+        outcome: Outcome<O>,
+        failure: bool,
+    ) {
         if let Cancel::From(from) = self.exit.finish(index, outcome, failure) {
             lane.cancel_from(from);
+            if !self.retries.due.is_empty() {
+                self.retries.due.retain(|Reverse((_, i))| *i < from);
+            }
         }
+    }
+
+    /// Starts the retries that are due, while jobs may start, and hands them over.
+    /// Otherwise sets the timer for the earliest (when a job could start for it), so
+    /// that the consumer is woken then. Returns `true` when the consumer should yield
+    /// once (see [`State::yields_after`]).
+    fn retry_due<I, M, L, S>(
+        &mut self,
+        mapper: &mut M,
+        lane: &mut L,
+        settle: &mut S,
+        cx: &mut Context<'_>,
+    ) -> bool
+    where
+        M: Mapper<I, Job = L::Job, Out = R>,
+        L: Lane<Out = R>,
+        S: Settle<M::Input, R, Item = O>,
+    {
+        let mut started = false;
+        while self.running < self.limit {
+            let Some(Reverse((due, index))) = self.retries.due.peek().copied() else {
+                break;
+            };
+            if due > tokio::time::Instant::now() {
+                let timer = match &mut self.retries.timer {
+                    Some(timer) => {
+                        if timer.deadline() != due {
+                            timer.as_mut().reset(due);
+                        }
+                        timer
+                    }
+                    None => self
+                        .retries
+                        .timer
+                        .insert(Box::pin(tokio::time::sleep_until(due))),
+                };
+                if timer.as_mut().poll(cx).is_pending() {
+                    break;
+                }
+            }
+            self.retries.due.pop();
+            let input = settle.retry_input(index);
+            match mapper.prepare(input) {
+                Prepared::Start(job) => {
+                    self.running += 1;
+                    lane.start(index, job);
+                    started = true;
+                }
+                Prepared::Done(outcome) => self.record(lane, settle, index, outcome),
+            }
+        }
+        started && self.yields_after(lane.flush(), false)
     }
 
     /// Whether to yield and look again rather than wait, while results are due soon.
@@ -248,17 +407,19 @@ impl<O> State<O> {
 
     /// Pulls while a job can start at once, then hands the new jobs over in one batch.
     /// Returns `true` when the consumer should yield once (see [`State::yields_after`]).
-    fn pull<St, M, L>(
+    fn pull<St, M, L, S>(
         &mut self,
         mut upstream: Pin<&mut St>,
         mapper: &mut M,
         lane: &mut L,
+        settle: &mut S,
         cx: &mut Context<'_>,
     ) -> bool
     where
         St: Stream,
-        M: Mapper<St::Item, Job = L::Job, Out = O>,
-        L: Lane<Out = O>,
+        M: Mapper<St::Item, Job = L::Job, Out = R>,
+        L: Lane<Out = R>,
+        S: Settle<M::Input, R, Item = O>,
     {
         if self.upstream_done || self.exit.failed() {
             return false;
@@ -291,19 +452,30 @@ impl<O> State<O> {
                     // again.
                     self.upstream_done = true;
                     let index = self.take_position();
-                    self.record(lane, index, Err(payload));
+                    self.finish(lane, index, Err(payload), true);
                     break;
                 }
             };
             match polled {
                 Poll::Ready(Some(item)) => {
                     let index = self.take_position();
-                    match mapper.prepare(item) {
-                        Prepared::Start(job) => {
-                            self.running += 1;
-                            lane.start(index, job);
+                    match M::admit(item) {
+                        Ok(input) => {
+                            settle.admitted(index, &input);
+                            match mapper.prepare(input) {
+                                Prepared::Start(job) => {
+                                    self.running += 1;
+                                    lane.start(index, job);
+                                }
+                                Prepared::Done(outcome) => {
+                                    self.record(lane, settle, index, outcome)
+                                }
+                            }
                         }
-                        Prepared::Done(outcome) => self.record(lane, index, outcome),
+                        Err(out) => {
+                            let (outcome, failure) = settle.rejected(index, out);
+                            self.finish(lane, index, outcome, failure);
+                        }
                     }
                 }
                 Poll::Ready(None) => {
@@ -348,11 +520,16 @@ impl<O> State<O> {
     }
 
     /// Hands a result to the consumer; a failure ends the stream, a panic re-raises.
-    fn deliver<L: Lane<Out = O>>(&mut self, lane: &mut L, outcome: Outcome<O>) -> Option<O> {
+    fn deliver<I, L: Lane<Out = R>, S: Settle<I, R, Item = O>>(
+        &mut self,
+        lane: &mut L,
+        settle: &S,
+        outcome: Outcome<O>,
+    ) -> Option<O> {
         self.held -= 1;
         match outcome {
             Ok(out) => {
-                if (self.is_failure)(&out) {
+                if settle.ends_run(&out) {
                     self.end(lane);
                 }
                 Some(out)
@@ -371,11 +548,15 @@ impl<O> State<O> {
     /// wait for work lost with that runtime (or that no worker will start): it panics,
     /// saying so. Checked only before waiting, where a stream that needs a gone runtime
     /// always arrives, so the lane's flag is not read at every poll.
-    fn may_wait<L: Lane<Out = O>>(&mut self, lane: &mut L) -> bool {
+    fn may_wait<I, L: Lane<Out = R>, S: Settle<I, R, Item = O>>(
+        &mut self,
+        lane: &mut L,
+        settle: &mut S,
+    ) -> bool {
         if !self.bound || !lane.runtime_gone() {
             return true;
         }
-        self.collect(lane, None);
+        self.collect(lane, settle, None);
         if self.exit.has_ready() {
             return false;
         }
@@ -388,18 +569,20 @@ impl<O> State<O> {
         super::runtime_gone(self.operator)
     }
 
-    fn end<L: Lane<Out = O>>(&mut self, lane: &mut L) {
+    fn end<L: Lane<Out = R>>(&mut self, lane: &mut L) {
         self.ended = true;
         self.finished = Vec::new();
+        self.retries.due.clear();
         lane.close();
     }
 }
 
-impl<St, M, L, O> Stream for Engine<St, M, L, O>
+impl<St, M, L, S, O, R> Stream for Engine<St, M, L, S, O, R>
 where
     St: Stream,
-    M: Mapper<St::Item, Job = L::Job, Out = O>,
-    L: Lane<Out = O>,
+    M: Mapper<St::Item, Job = L::Job, Out = R>,
+    L: Lane<Out = R>,
+    S: Settle<M::Input, R, Item = O>,
 {
     type Item = O;
 
@@ -407,6 +590,7 @@ where
         let mut this = self.project();
         let state = this.state;
         let lane = this.lane;
+        let settle = this.settle;
         if state.ended {
             return Poll::Ready(None);
         }
@@ -415,7 +599,7 @@ where
             let spins_for_results = matches!(L::WORKERS, Workers::RuntimeTasks);
             state.multi_worker = handle.metrics().num_workers() > 1 && spins_for_results;
             state.may_linger = state.multi_worker;
-            lane.bind(&handle, state.is_failure, state.exit.is_ordered());
+            lane.bind(&handle, settle.lane_failure(), state.exit.is_ordered());
             state.bound = true;
         }
         state.end_wait();
@@ -432,11 +616,17 @@ where
             let mut registered = false;
             if !state.exit.has_ready() {
                 let waker = (!state.multi_worker).then(|| cx.waker());
-                registered = !state.collect(lane, waker) && waker.is_some();
+                registered = !state.collect(lane, settle, waker) && waker.is_some();
             } else if lane.failure_waiting() || state.limit_blocks_refill() {
-                state.collect(lane, None);
+                state.collect(lane, settle, None);
             }
-            if state.pull(this.upstream.as_mut(), this.mapper, lane, cx) {
+            // Items waiting out a backoff start before new items are pulled: they
+            // already hold their places in the window.
+            if !state.retries.due.is_empty() && state.retry_due(this.mapper, lane, settle, cx) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if state.pull(this.upstream.as_mut(), this.mapper, lane, settle, cx) {
                 // The woken driver runs once this task yields; a consumer that goes on
                 // with a long computation would otherwise hold the new jobs back.
                 cx.waker().wake_by_ref();
@@ -446,7 +636,7 @@ where
                 state.yields_since_collect += 1;
                 state.stop_lingering();
                 coop.made_progress();
-                return Poll::Ready(state.deliver(lane, outcome));
+                return Poll::Ready(state.deliver(lane, settle, outcome));
             }
             if state.upstream_done && state.held == 0 {
                 state.end(lane);
@@ -456,8 +646,8 @@ where
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if registered || !state.collect(lane, Some(cx.waker())) {
-                if !state.may_wait(lane) {
+            if registered || !state.collect(lane, settle, Some(cx.waker())) {
+                if !state.may_wait(lane, settle) {
                     continue;
                 }
                 state.stop_lingering();

@@ -4,7 +4,7 @@ use futures_core::Stream;
 use pin_project_lite::pin_project;
 
 use super::async_lane::AsyncLane;
-use super::engine::{engine_stream, Engine};
+use super::engine::{engine_stream, PlainEngine};
 use super::mappers::CallAsync;
 
 pin_project! {
@@ -17,7 +17,7 @@ pin_project! {
         Fut: Future,
     {
         #[pin]
-        inner: Engine<St, CallAsync<F>, AsyncLane<Fut>, Fut::Output>,
+        inner: PlainEngine<St, CallAsync<F>, AsyncLane<Fut>, Fut::Output>,
     }
 }
 
@@ -31,7 +31,7 @@ where
         F: FnMut(St::Item) -> Fut,
     {
         MapConcurrent {
-            inner: Engine::new::<St::Item>(
+            inner: PlainEngine::new::<St::Item>(
                 "map_concurrent",
                 upstream,
                 CallAsync { f },

@@ -17,8 +17,13 @@ where
     F: FnMut(T) -> Fut,
     Fut: Future,
 {
+    type Input = T;
     type Job = Fut;
     type Out = Fut::Output;
+
+    fn admit(item: T) -> Result<T, Fut::Output> {
+        Ok(item)
+    }
 
     fn prepare(&mut self, item: T) -> Prepared<Fut, Fut::Output> {
         match catch_unwind(AssertUnwindSafe(|| (self.f)(item))) {
@@ -42,16 +47,18 @@ where
     F: FnMut(T) -> Fut,
     Fut: Future<Output = Result<U, E>>,
 {
+    type Input = T;
     type Job = Fut;
     type Out = Result<U, E>;
 
-    fn prepare(&mut self, item: Result<T, E>) -> Prepared<Fut, Result<U, E>> {
-        match item {
-            Ok(item) => match catch_unwind(AssertUnwindSafe(|| (self.f)(item))) {
-                Ok(future) => Prepared::Start(future),
-                Err(payload) => Prepared::Done(Err(payload)),
-            },
-            Err(error) => Prepared::Done(Ok(Err(error))),
+    fn admit(item: Result<T, E>) -> Result<T, Result<U, E>> {
+        item.map_err(Err)
+    }
+
+    fn prepare(&mut self, item: T) -> Prepared<Fut, Result<U, E>> {
+        match catch_unwind(AssertUnwindSafe(|| (self.f)(item))) {
+            Ok(future) => Prepared::Start(future),
+            Err(payload) => Prepared::Done(Err(payload)),
         }
     }
 
@@ -72,8 +79,13 @@ impl<O> PassItem<O> {
 }
 
 impl<T, O> Mapper<T> for PassItem<O> {
+    type Input = T;
     type Job = T;
     type Out = O;
+
+    fn admit(item: T) -> Result<T, O> {
+        Ok(item)
+    }
 
     fn prepare(&mut self, item: T) -> Prepared<T, O> {
         Prepared::Start(item)
@@ -96,14 +108,16 @@ impl<U> TryPassItem<U> {
 }
 
 impl<T, E, U> Mapper<Result<T, E>> for TryPassItem<U> {
+    type Input = T;
     type Job = T;
     type Out = Result<U, E>;
 
-    fn prepare(&mut self, item: Result<T, E>) -> Prepared<T, Result<U, E>> {
-        match item {
-            Ok(item) => Prepared::Start(item),
-            Err(error) => Prepared::Done(Ok(Err(error))),
-        }
+    fn admit(item: Result<T, E>) -> Result<T, Result<U, E>> {
+        item.map_err(Err)
+    }
+
+    fn prepare(&mut self, item: T) -> Prepared<T, Result<U, E>> {
+        Prepared::Start(item)
     }
 
     fn is_failure(out: &Result<U, E>) -> bool {

@@ -13,7 +13,9 @@ use std::any::Any;
 mod async_lane;
 mod blocking_lane;
 mod engine;
+mod guarded;
 mod mappers;
+mod policies;
 mod reorder;
 mod tuning;
 
@@ -26,6 +28,7 @@ mod try_map_concurrent_unordered;
 mod try_par_map;
 mod try_par_map_unordered;
 
+pub use guarded::Guarded;
 pub use map_concurrent::MapConcurrent;
 pub use map_concurrent_unordered::MapConcurrentUnordered;
 pub use par_map::ParMap;
@@ -41,20 +44,109 @@ pub(crate) type Payload = Box<dyn Any + Send + 'static>;
 /// The result of one job: its output, or the panic it raised.
 pub(crate) type Outcome<T> = Result<T, Payload>;
 
-/// What the consumer does with an upstream item: start a job, or record a result at once
-/// (an upstream error in a `try_` operator, or a panic in the synchronous part of `f`).
+/// What the consumer does with an item's input: start a job, or record a result at once
+/// (a panic in the synchronous part of `f`).
 pub(crate) enum Prepared<J, O> {
     Start(J),
     Done(Outcome<O>),
 }
 
+/// Tells which outcomes (outputs or panics) end the run: see [`Lane::bind`].
+pub(crate) type IsFailure<O> = fn(&Outcome<O>) -> bool;
+
 /// Turns upstream items into jobs for a lane. Lives in the consumer's stream struct.
 pub(crate) trait Mapper<In> {
+    /// What an attempt of the work takes: the item, or the `Ok` value of a `try_` item.
+    type Input;
     type Job;
     type Out;
-    fn prepare(&mut self, item: In) -> Prepared<Self::Job, Self::Out>;
+    /// Splits an upstream item into the work's input, or a result of its own (an
+    /// upstream `Err` in the `try_` operators: no work to do).
+    fn admit(item: In) -> Result<Self::Input, Self::Out>;
+    /// Makes the job of one attempt (the first, or a retry).
+    fn prepare(&mut self, input: Self::Input) -> Prepared<Self::Job, Self::Out>;
     /// Whether a finished output ends the stream (an `Err` in the `try_` operators).
     fn is_failure(out: &Self::Out) -> bool;
+}
+
+/// What becomes of an attempt's outcome (see [`Settle`]).
+pub(crate) enum Settled<I> {
+    /// The item's final outcome, and whether it ends the run (fail fast, or a panic).
+    Final(Outcome<I>, bool),
+    /// The attempt failed and is tried again after this delay (on tokio's clock).
+    Retry(std::time::Duration),
+}
+
+/// How attempts' outcomes become the stream's items: directly (the plain operators), or
+/// through failure policies (timeouts, retries, keep-going, caught panics).
+pub(crate) trait Settle<Input, Out> {
+    /// What the stream yields.
+    type Item;
+    /// For the lane: the outcomes that end the run as soon as they happen (it then
+    /// cancels the work they make useless, without waiting for the consumer).
+    fn lane_failure(&self) -> fn(&Outcome<Out>) -> bool;
+    /// An item was pulled and its first attempt is about to be prepared.
+    fn admitted(&mut self, index: u64, input: &Input);
+    /// An attempt of the item at `index` ended with `outcome`.
+    fn settle(&mut self, index: u64, outcome: Outcome<Out>) -> Settled<Self::Item>;
+    /// The item at `index` was rejected at admission (an upstream `Err`): no attempt ran.
+    fn rejected(&mut self, index: u64, out: Out) -> (Outcome<Self::Item>, bool);
+    /// The input of the next attempt of the item at `index`, after `Settled::Retry`.
+    fn retry_input(&mut self, index: u64) -> Input;
+    /// Whether a yielded item ends the stream.
+    fn ends_run(&self, item: &Self::Item) -> bool;
+}
+
+/// The plain operators' settling: every outcome is final; failures are what the mapper
+/// says (an `Err` of a `try_` operator) and panics.
+pub(crate) struct Direct<O> {
+    is_failure: fn(&O) -> bool,
+    lane_failure: fn(&Outcome<O>) -> bool,
+}
+
+impl<O> Direct<O> {
+    pub(crate) fn new<In, M: Mapper<In, Out = O>>() -> Self {
+        Direct {
+            is_failure: M::is_failure,
+            lane_failure: outcome_fails::<In, M>,
+        }
+    }
+}
+
+/// A panic, or an output the mapper calls a failure.
+fn outcome_fails<In, M: Mapper<In>>(outcome: &Outcome<M::Out>) -> bool {
+    match outcome {
+        Ok(out) => M::is_failure(out),
+        Err(_) => true,
+    }
+}
+
+impl<Input, O> Settle<Input, O> for Direct<O> {
+    type Item = O;
+
+    fn lane_failure(&self) -> fn(&Outcome<O>) -> bool {
+        self.lane_failure
+    }
+
+    fn admitted(&mut self, _: u64, _: &Input) {}
+
+    fn settle(&mut self, _: u64, outcome: Outcome<O>) -> Settled<O> {
+        let failure = (self.lane_failure)(&outcome);
+        Settled::Final(outcome, failure)
+    }
+
+    fn rejected(&mut self, _: u64, out: O) -> (Outcome<O>, bool) {
+        let failure = (self.is_failure)(&out);
+        (Ok(out), failure)
+    }
+
+    fn retry_input(&mut self, _: u64) -> Input {
+        unreachable!("flowgate: the plain operators never retry")
+    }
+
+    fn ends_run(&self, item: &O) -> bool {
+        (self.is_failure)(item)
+    }
 }
 
 /// Where a lane runs its jobs.
@@ -106,13 +198,13 @@ pub(crate) trait Lane {
     /// Where the jobs run.
     const WORKERS: Workers;
     /// Attaches the lane to the runtime it will run on; called once, at the first poll.
-    /// `is_failure` tells which outputs end the stream (see [`Lane::failure_waiting`]);
-    /// when one is seen, the lane cancels at once the jobs after it (`ordered`) or all
-    /// other jobs, without waiting for the consumer.
+    /// `is_failure` tells which outcomes (outputs or panics) end the stream (see
+    /// [`Lane::failure_waiting`]); when one is seen, the lane cancels at once the jobs
+    /// after it (`ordered`) or all other jobs, without waiting for the consumer.
     fn bind(
         &mut self,
         handle: &tokio::runtime::Handle,
-        is_failure: fn(&Self::Out) -> bool,
+        is_failure: fn(&Outcome<Self::Out>) -> bool,
         ordered: bool,
     );
     /// Queues a job; it is handed over at the next [`Lane::flush`].

@@ -2,7 +2,7 @@ use futures_core::Stream;
 use pin_project_lite::pin_project;
 
 use super::blocking_lane::BlockingLane;
-use super::engine::{engine_stream, Engine};
+use super::engine::{engine_stream, PlainEngine};
 use super::mappers::PassItem;
 
 pin_project! {
@@ -15,7 +15,7 @@ pin_project! {
         St: Stream,
     {
         #[pin]
-        inner: Engine<St, PassItem<U>, BlockingLane<F, St::Item, U>, U>,
+        inner: PlainEngine<St, PassItem<U>, BlockingLane<F, St::Item, U>, U>,
     }
 }
 
@@ -29,7 +29,7 @@ where
         F: Fn(St::Item) -> U,
     {
         ParMapUnordered {
-            inner: Engine::new::<St::Item>(
+            inner: PlainEngine::new::<St::Item>(
                 "par_map_unordered",
                 upstream,
                 PassItem::new(),

@@ -4,7 +4,8 @@ use futures_core::{Stream, TryStream};
 use pin_project_lite::pin_project;
 
 use super::async_lane::AsyncLane;
-use super::engine::{engine_stream, Engine};
+use super::engine::{engine_stream, PlainEngine};
+use super::guarded::Guarded;
 use super::mappers::TryCallAsync;
 
 pin_project! {
@@ -17,7 +18,7 @@ pin_project! {
         Fut: Future,
     {
         #[pin]
-        inner: Engine<St, TryCallAsync<F>, AsyncLane<Fut>, Fut::Output>,
+        inner: PlainEngine<St, TryCallAsync<F>, AsyncLane<Fut>, Fut::Output>,
     }
 }
 
@@ -32,7 +33,7 @@ where
         Fut: Future<Output = Result<U, St::Error>>,
     {
         TryMapConcurrent {
-            inner: Engine::new::<St::Item>(
+            inner: PlainEngine::new::<St::Item>(
                 "try_map_concurrent",
                 upstream,
                 TryCallAsync { f },
@@ -42,6 +43,8 @@ where
             ),
         }
     }
+
+    super::guarded::guard_methods!("try_map_concurrent");
 
     /// Lets up to `window` items be pulled and not yet yielded, while at most `limit`
     /// jobs still run at once.

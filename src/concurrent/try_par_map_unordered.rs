@@ -2,7 +2,7 @@ use futures_core::{Stream, TryStream};
 use pin_project_lite::pin_project;
 
 use super::blocking_lane::BlockingLane;
-use super::engine::{engine_stream, Engine};
+use super::engine::{engine_stream, PlainEngine};
 use super::mappers::TryPassItem;
 
 pin_project! {
@@ -15,7 +15,7 @@ pin_project! {
         St: TryStream,
     {
         #[pin]
-        inner: Engine<St, TryPassItem<U>, BlockingLane<F, St::Ok, Result<U, St::Error>>, Result<U, St::Error>>,
+        inner: PlainEngine<St, TryPassItem<U>, BlockingLane<F, St::Ok, Result<U, St::Error>>, Result<U, St::Error>>,
     }
 }
 
@@ -29,7 +29,7 @@ where
         F: Fn(St::Ok) -> Result<U, St::Error>,
     {
         TryParMapUnordered {
-            inner: Engine::new::<St::Item>(
+            inner: PlainEngine::new::<St::Item>(
                 "try_par_map_unordered",
                 upstream,
                 TryPassItem::new(),

@@ -33,7 +33,7 @@ pub(super) struct Driver<Fut: Future> {
     role: Role,
     /// Its pacing while `role` is `Standby`.
     standby: Standby,
-    is_failure: fn(&Fut::Output) -> bool,
+    is_failure: fn(&Outcome<Fut::Output>) -> bool,
     ordered: bool,
     /// A failure is among the finished results not yet handed over.
     failed: bool,
@@ -62,7 +62,7 @@ where
     pub(super) fn new(
         shared: Arc<Shared<Fut>>,
         id: usize,
-        is_failure: fn(&Fut::Output) -> bool,
+        is_failure: fn(&Outcome<Fut::Output>) -> bool,
         ordered: bool,
         paced: bool,
         other_workers: bool,
@@ -243,10 +243,7 @@ where
             Ok(Poll::Ready(output)) => finish(&mut future, Ok(output)),
             Err(payload) => finish(&mut future, Err(payload)),
         };
-        let failed = match &output {
-            Ok(output) => (self.is_failure)(output),
-            Err(_) => true,
-        };
+        let failed = (self.is_failure)(&output);
         if failed {
             // Fail fast: later jobs are dropped now, not when the consumer next looks.
             self.failed = true;

@@ -16,7 +16,7 @@ use super::shared::Shared;
 use super::slot::Slot;
 use super::standby::this_thread;
 use super::sync::Ordering;
-use crate::concurrent::{drop_contained, Handover, Lane, Outcome, Pace, Workers};
+use crate::concurrent::{drop_contained, Handover, IsFailure, Lane, Outcome, Pace, Workers};
 
 /// The consumer's handle on the async lane.
 pub(crate) struct AsyncLane<Fut: Future> {
@@ -27,7 +27,7 @@ pub(crate) struct AsyncLane<Fut: Future> {
     unspawned_drivers: usize,
     /// Worker threads of the runtime.
     workers: usize,
-    is_failure: Option<fn(&Fut::Output) -> bool>,
+    is_failure: Option<IsFailure<Fut::Output>>,
     ordered: bool,
     free: Vec<Arc<Slot<Fut>>>,
     /// Jobs started since the last flush (each `Some`, in the run queue's element type).
@@ -84,7 +84,7 @@ impl<Fut: Future> AsyncLane<Fut> {
             handle.spawn(Driver::new(
                 Arc::clone(&self.shared),
                 self.unspawned_drivers,
-                self.is_failure.unwrap_or(|_| false),
+                self.is_failure.unwrap_or(|outcome| outcome.is_err()),
                 self.ordered,
                 paced,
                 self.workers > 1,
@@ -147,7 +147,7 @@ where
     Fut::Output: Send + 'static,
 {
     pub(super) fn bind_for_model(&mut self, ordered: bool) -> Driver<Fut> {
-        self.is_failure = Some(|_| false);
+        self.is_failure = Some(|outcome| outcome.is_err());
         self.ordered = ordered;
         lock(&self.shared.run).woken_as = vec![Role::Idle];
         Driver::new(
@@ -177,7 +177,7 @@ where
     fn bind(
         &mut self,
         handle: &tokio::runtime::Handle,
-        is_failure: fn(&Fut::Output) -> bool,
+        is_failure: fn(&Outcome<Fut::Output>) -> bool,
         ordered: bool,
     ) {
         self.is_failure = Some(is_failure);
