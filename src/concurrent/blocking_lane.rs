@@ -5,13 +5,24 @@
 //! stayed empty for the linger, the loop exits (tokio's paused clock can only advance
 //! while no blocking task exists). At most `limit` loops exist, so at most `limit`
 //! closures run at once. No global pool is used.
+//!
+//! With a per-attempt timeout (the guarded operators), each job handed over gets a
+//! deadline; a job still running at it is abandoned: the consumer reports its timeout,
+//! its loop stops counting against `limit` (so other jobs, a retry among them, get a
+//! thread), and when its call returns, the result is discarded and the loop ends. A
+//! thread cannot be interrupted, so an abandoned call keeps its thread until it returns.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::mem;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::task::Waker;
+use std::task::{Context, Waker};
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
 
 use super::tuning::BLOCKING_LINGER;
 use super::{drop_contained, Handover, Lane, Outcome, Pace, Workers};
@@ -37,10 +48,33 @@ struct Shared<F, T, O> {
     cutoff: AtomicU64,
     /// Set when a drain loop could not start because the runtime had shut down.
     runtime_gone: AtomicBool,
+    /// Whether jobs have deadlines (see [`Deadline`]); set before the first hand-over.
+    timed: AtomicBool,
+}
+
+/// A job queued for a loop: its position, its ticket (unique per job handed over: a
+/// retry of the same position is another job) and its input.
+struct Queued<T> {
+    index: u64,
+    ticket: u64,
+    item: T,
+}
+
+/// The deadline of a job handed over while a timeout is set.
+struct Deadline {
+    ticket: u64,
+    index: u64,
+    due: Instant,
+    /// A loop has taken the job and is running it.
+    claimed: bool,
+    /// The consumer reported its timeout: its result is to be discarded.
+    abandoned: bool,
 }
 
 struct State<T, O> {
-    queue: VecDeque<(u64, T)>,
+    queue: VecDeque<Queued<T>>,
+    /// Deadlines of the jobs handed over and not yet finished (with a timeout only).
+    deadlines: Vec<Deadline>,
     finished: Vec<(u64, Outcome<O>)>,
     consumer: Option<Waker>,
     /// Drain loops alive.
@@ -77,15 +111,21 @@ impl<F, T, O> Shared<F, T, O> {
     /// Moves the cutoff to `from` and takes the queued jobs it cancels, to be dropped
     /// once the lock is released. Queued positions grow, except for a retry queued
     /// behind later positions, so the queue is split by position, not at one place.
-    fn cancel_from(&self, state: &mut State<T, O>, from: u64) -> VecDeque<(u64, T)> {
+    fn cancel_from(&self, state: &mut State<T, O>, from: u64) -> VecDeque<Queued<T>> {
         self.cutoff.fetch_min(from, Ordering::AcqRel);
-        if !state.queue.iter().any(|(i, _)| *i >= from) {
+        if !state.queue.iter().any(|queued| queued.index >= from) {
             return VecDeque::new();
         }
-        let (keep, cancelled) = std::mem::take(&mut state.queue)
+        let (keep, cancelled): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut state.queue)
             .into_iter()
-            .partition(|(i, _)| *i < from);
+            .partition(|queued| queued.index < from);
         state.queue = keep;
+        if !state.deadlines.is_empty() {
+            // Jobs that will never run have no deadline to keep.
+            state
+                .deadlines
+                .retain(|deadline| deadline.claimed || deadline.index < from);
+        }
         cancelled
     }
 
@@ -102,9 +142,15 @@ where
     F: Fn(T) -> O,
 {
     let shared = ticket.0.take().expect("a ticket is used once");
+    let timed = shared.timed.load(Ordering::Relaxed);
     let mut state = lock(&shared.state);
     loop {
-        if let Some((index, item)) = state.queue.pop_front() {
+        if let Some(Queued {
+            index,
+            ticket,
+            item,
+        }) = state.queue.pop_front()
+        {
             // The claim: taken and checked under the lock that every cancellation takes.
             if index >= shared.cutoff.load(Ordering::Acquire) {
                 drop(state);
@@ -112,10 +158,22 @@ where
                 state = lock(&shared.state);
                 continue;
             }
+            if timed {
+                if let Some(deadline) = deadline_of(&mut state.deadlines, ticket) {
+                    deadline.claimed = true;
+                }
+            }
             drop(state);
             let outcome = catch_unwind(AssertUnwindSafe(|| (shared.f)(item)));
             let failed = shared.is_failure(&outcome);
             state = lock(&shared.state);
+            if timed && finish_deadline(&mut state.deadlines, ticket) {
+                // Abandoned at its deadline: the consumer reported its timeout, and this
+                // loop no longer counts against the limit. Its result is discarded.
+                drop(state);
+                drop_contained(outcome);
+                return;
+            }
             let mut cancelled = VecDeque::new();
             if failed {
                 // Fail fast: queued jobs after it are dropped now, not when the
@@ -170,13 +228,39 @@ where
     state.loops -= 1;
 }
 
+fn deadline_of(deadlines: &mut [Deadline], ticket: u64) -> Option<&mut Deadline> {
+    deadlines
+        .iter_mut()
+        .find(|deadline| deadline.ticket == ticket)
+}
+
+/// Removes the deadline of a finished job; returns whether the job was abandoned.
+fn finish_deadline(deadlines: &mut Vec<Deadline>, ticket: u64) -> bool {
+    match deadlines
+        .iter()
+        .position(|deadline| deadline.ticket == ticket)
+    {
+        Some(at) => deadlines.swap_remove(at).abandoned,
+        None => false,
+    }
+}
+
+/// A per-attempt timeout, and how a timeout is reported as an output.
+type Timeout<O> = (Duration, fn(Duration) -> O);
+
 /// The consumer's handle on the blocking lane.
 pub(crate) struct BlockingLane<F, T, O> {
     shared: Arc<Shared<F, T, O>>,
     limit: usize,
     handle: Option<tokio::runtime::Handle>,
-    starting: Vec<(u64, T)>,
+    starting: Vec<Queued<T>>,
     taken: Vec<(u64, Outcome<O>)>,
+    /// Tickets given so far.
+    tickets: u64,
+    /// The per-attempt timeout, and how a timeout is reported as an output.
+    timeout: Option<Timeout<O>>,
+    /// Wakes the consumer at the earliest deadline (with a timeout only).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<F, T, O> BlockingLane<F, T, O> {
@@ -189,6 +273,7 @@ impl<F, T, O> BlockingLane<F, T, O> {
                 ordered: AtomicBool::new(true),
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
+                    deadlines: Vec::new(),
                     finished: Vec::new(),
                     consumer: None,
                     loops: 0,
@@ -199,11 +284,121 @@ impl<F, T, O> BlockingLane<F, T, O> {
                 job_ready: Condvar::new(),
                 cutoff: AtomicU64::new(u64::MAX),
                 runtime_gone: AtomicBool::new(false),
+                timed: AtomicBool::new(false),
             }),
             limit,
             handle: None,
             starting: Vec::new(),
             taken: Vec::new(),
+            tickets: 0,
+            timeout: None,
+            timer: None,
+        }
+    }
+
+    /// The closure of a lane never bound, to build another lane around it.
+    pub(crate) fn into_f(self) -> F {
+        let shared = Arc::clone(&self.shared);
+        drop(self);
+        match Arc::try_unwrap(shared) {
+            Ok(shared) => shared.f,
+            Err(_) => unreachable!("flowgate: a lane never bound shares its closure with no loop"),
+        }
+    }
+
+    /// Gives every job handed over from now on a deadline `timeout` after its hand-over
+    /// (each job handed over gets a thread at once: at most `limit` run, and abandoned
+    /// ones do not count). A job still running then is abandoned and reported as
+    /// `timed_out(timeout)`. Set before the first hand-over.
+    pub(crate) fn set_timeout(&mut self, timeout: Duration, timed_out: fn(Duration) -> O) {
+        self.timeout = Some((timeout, timed_out));
+        self.shared.timed.store(true, Ordering::Relaxed);
+    }
+
+    /// Reports the jobs past their deadline as timed out (into `into`), abandoning the
+    /// running ones and dropping the ones no loop took yet; then, if `waker` is given
+    /// and nothing was reported, sets the timer for the earliest deadline. Returns the
+    /// loops to spawn for queued jobs, now that abandoned ones no longer count.
+    fn sweep_deadlines(
+        &mut self,
+        state: &mut State<T, O>,
+        into: &mut Vec<(u64, Outcome<O>)>,
+        waker: Option<&Waker>,
+    ) -> (usize, Vec<Queued<T>>) {
+        let Some((timeout, timed_out)) = self.timeout else {
+            return (0, Vec::new());
+        };
+        let now = Instant::now();
+        let mut dropped = Vec::new();
+        let mut reported = 0;
+        let mut earliest: Option<Instant> = None;
+        let mut at = 0;
+        while at < state.deadlines.len() {
+            let deadline = &mut state.deadlines[at];
+            if deadline.abandoned {
+                at += 1;
+                continue;
+            }
+            if deadline.due > now {
+                earliest = Some(earliest.map_or(deadline.due, |e| e.min(deadline.due)));
+                at += 1;
+                continue;
+            }
+            reported += 1;
+            into.push((deadline.index, Ok(timed_out(timeout))));
+            if deadline.claimed {
+                deadline.abandoned = true;
+                state.loops -= 1;
+                at += 1;
+            } else {
+                let ticket = deadline.ticket;
+                state.deadlines.swap_remove(at);
+                if let Some(queued) = state.queue.iter().position(|q| q.ticket == ticket) {
+                    dropped.extend(state.queue.remove(queued));
+                }
+            }
+        }
+        if reported == 0 {
+            if let (Some(waker), Some(due)) = (waker, earliest) {
+                let timer = match &mut self.timer {
+                    Some(timer) => {
+                        timer.as_mut().reset(due);
+                        timer
+                    }
+                    None => self.timer.insert(Box::pin(tokio::time::sleep_until(due))),
+                };
+                if timer
+                    .as_mut()
+                    .poll(&mut Context::from_waker(waker))
+                    .is_ready()
+                {
+                    waker.wake_by_ref();
+                }
+            }
+        }
+        let waiting = state.queue.len().saturating_sub(state.idle);
+        let spawn = waiting.min(self.limit.saturating_sub(state.loops));
+        state.loops += spawn;
+        (spawn, dropped)
+    }
+
+    /// Starts `count` drain loops on the blocking pool.
+    fn spawn_loops(&self, count: usize)
+    where
+        F: Fn(T) -> O + Send + Sync + 'static,
+        T: Send + 'static,
+        O: Send + 'static,
+    {
+        if count == 0 {
+            return;
+        }
+        let handle = self
+            .handle
+            .as_ref()
+            .expect("flowgate: the lane is bound at the first poll");
+        for _ in 0..count {
+            let ticket = LoopTicket(Some(Arc::clone(&self.shared)));
+            handle.spawn_blocking(move || drain(ticket));
         }
     }
 
@@ -244,7 +439,12 @@ where
     }
 
     fn start(&mut self, index: u64, job: T) {
-        self.starting.push((index, job));
+        self.tickets += 1;
+        self.starting.push(Queued {
+            index,
+            ticket: self.tickets,
+            item: job,
+        });
     }
 
     fn flush(&mut self) -> Handover {
@@ -258,6 +458,17 @@ where
                 self.starting.clear();
                 return Handover::Nothing;
             }
+            if let Some((timeout, _)) = self.timeout {
+                let due = Instant::now() + timeout;
+                let deadlines = self.starting.iter().map(|queued| Deadline {
+                    ticket: queued.ticket,
+                    index: queued.index,
+                    due,
+                    claimed: false,
+                    abandoned: false,
+                });
+                state.deadlines.extend(deadlines);
+            }
             state.queue.extend(self.starting.drain(..));
             let signal = count.min(state.idle);
             state.idle -= signal;
@@ -269,14 +480,7 @@ where
         for _ in 0..signal {
             self.shared.job_ready.notify_one();
         }
-        let handle = self
-            .handle
-            .as_ref()
-            .expect("flowgate: the lane is bound at the first poll");
-        for _ in 0..spawn {
-            let ticket = LoopTicket(Some(Arc::clone(&self.shared)));
-            handle.spawn_blocking(move || drain(ticket));
-        }
+        self.spawn_loops(spawn);
         Handover::OffRuntime
     }
 
@@ -286,6 +490,26 @@ where
 
     fn collect(&mut self, into: &mut Vec<(u64, Outcome<O>)>, waker: Option<&Waker>) -> Pace {
         self.shared.failure_finished.store(false, Ordering::Release);
+        if self.timeout.is_some() {
+            let shared = Arc::clone(&self.shared);
+            let mut state = lock(&shared.state);
+            if state.closed {
+                return Pace::FirstPoll;
+            }
+            into.append(&mut state.finished);
+            let before = into.len();
+            let waker = waker.filter(|_| before == 0);
+            let (spawn, dropped) = self.sweep_deadlines(&mut state, into, waker);
+            if into.is_empty() {
+                if let Some(waker) = waker {
+                    state.consumer = Some(waker.clone());
+                }
+            }
+            drop(state);
+            drop_contained(dropped);
+            self.spawn_loops(spawn);
+            return Pace::FirstPoll;
+        }
         {
             let mut state = lock(&self.shared.state);
             mem::swap(&mut state.finished, &mut self.taken);

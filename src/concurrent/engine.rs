@@ -167,8 +167,9 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
     }
 
     /// The parts of an engine never polled, to build another around them: upstream,
-    /// the mapper, the limit, the window and whether results leave in input order.
-    pub(crate) fn into_parts(self) -> (St, M, usize, usize, bool) {
+    /// the mapper, the lane, the limit, the window and whether results leave in input
+    /// order.
+    pub(crate) fn into_parts(self) -> (St, M, L, usize, usize, bool) {
         let state = self.state;
         assert!(
             !state.bound,
@@ -179,6 +180,7 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
         (
             self.upstream,
             self.mapper,
+            self.lane,
             state.limit,
             state.window,
             ordered,
@@ -196,6 +198,10 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
 
     pub(crate) fn mapper_mut(&mut self) -> &mut M {
         &mut self.mapper
+    }
+
+    pub(crate) fn lane_mut(&mut self) -> &mut L {
+        &mut self.lane
     }
 
     pub(crate) fn is_terminated(&self) -> bool {

@@ -91,7 +91,7 @@ where
         engine: super::engine::PlainEngine<St, TryCallAsync<F>, AsyncLane<Fut>, O>,
     ) -> Self {
         let operator = engine.operator();
-        let (upstream, TryCallAsync { f }, limit, window, ordered) = engine.into_parts();
+        let (upstream, TryCallAsync { f }, _, limit, window, ordered) = engine.into_parts();
         let mut inner = Engine::with_settle(
             operator,
             upstream,

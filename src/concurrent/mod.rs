@@ -14,6 +14,7 @@ mod async_lane;
 mod blocking_lane;
 mod engine;
 mod guarded;
+mod guarded_par;
 mod mappers;
 mod policies;
 mod reorder;
@@ -29,6 +30,7 @@ mod try_par_map;
 mod try_par_map_unordered;
 
 pub use guarded::Guarded;
+pub use guarded_par::GuardedPar;
 pub use map_concurrent::MapConcurrent;
 pub use map_concurrent_unordered::MapConcurrentUnordered;
 pub use par_map::ParMap;

@@ -3,6 +3,7 @@ use pin_project_lite::pin_project;
 
 use super::blocking_lane::BlockingLane;
 use super::engine::{engine_stream, PlainEngine};
+use super::guarded_par::GuardedPar;
 use super::mappers::TryPassItem;
 
 pin_project! {
@@ -39,6 +40,8 @@ where
             ),
         }
     }
+
+    super::guarded_par::guard_par_methods!();
 
     /// Lets up to `window` items be pulled and not yet yielded, while at most `limit`
     /// jobs still run at once.
