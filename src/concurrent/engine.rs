@@ -5,7 +5,7 @@
 //! `poll_next`; only jobs cross to the lane.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
@@ -18,6 +18,8 @@ use pin_project_lite::pin_project;
 
 use super::reorder::{Cancel, Exit};
 use super::tuning::{refill_batch, BUSY_AHEAD, CONSUMER_LINGER, FREE_LOOKS, LONG_WAIT};
+use crate::policy::shutdown::{Shutdown, ShutdownReport, Step};
+
 use super::{
     current_runtime, Direct, Handover, Lane, Mapper, Outcome, Pace, Prepared, Settle, Settled,
     Workers,
@@ -68,6 +70,13 @@ struct State<O, R> {
     running: usize,
     exit: Exit<O>,
     retries: Retries,
+    /// The shutdown token and its grace period, with `with_shutdown`.
+    shutdown: Option<Box<Shutdown>>,
+    /// With a shutdown on the unordered exit: the positions pulled and not yielded,
+    /// for the report (the ordered exit knows them).
+    in_flight: BTreeSet<u64>,
+    /// The grace period is over: what is ready leaves, then the stream ends.
+    grace_over: bool,
     upstream_done: bool,
     bound: bool,
     ended: bool,
@@ -140,6 +149,9 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
                     due: BinaryHeap::new(),
                     timer: None,
                 },
+                shutdown: None,
+                in_flight: BTreeSet::new(),
+                grace_over: false,
                 upstream_done: false,
                 bound: false,
                 ended: false,
@@ -185,6 +197,34 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
             state.window,
             ordered,
         )
+    }
+
+    /// Sets the shutdown token and grace period; returns the handle on the report.
+    pub(crate) fn set_shutdown(
+        &mut self,
+        token: tokio_util::sync::CancellationToken,
+        grace: std::time::Duration,
+    ) {
+        let state = &mut self.state;
+        assert!(
+            !state.bound,
+            "flowgate: `with_shutdown` is set on `{}` after it was polled",
+            state.operator
+        );
+        state.shutdown = Some(Box::new(Shutdown::new(token, grace)));
+    }
+
+    /// The handle on the shutdown report.
+    #[track_caller]
+    pub(crate) fn shutdown_report(&self) -> ShutdownReport {
+        match &self.state.shutdown {
+            Some(shutdown) => shutdown.report(),
+            None => panic!(
+                "flowgate: `shutdown_report` on `{}` needs `with_shutdown` first: without a \
+                 token the stream is never shut down",
+                self.state.operator
+            ),
+        }
     }
 
     /// The name of the operator, for messages.
@@ -515,6 +555,15 @@ impl<O, R> State<O, R> {
         }
     }
 
+    /// Acts on a step of the shutdown (see [`Step`]).
+    fn shutdown_step(&mut self, step: Step) {
+        match step {
+            Step::Carry => {}
+            Step::StopPulling => self.upstream_done = true,
+            Step::GraceOver => self.grace_over = true,
+        }
+    }
+
     /// Gives the next position to an item just pulled (or to the panic that took its
     /// place): it counts against the bound until its result is yielded.
     fn take_position(&mut self) -> u64 {
@@ -522,6 +571,9 @@ impl<O, R> State<O, R> {
         self.next_index += 1;
         self.held += 1;
         self.exit.pulled();
+        if self.shutdown.is_some() && !self.exit.is_ordered() {
+            self.in_flight.insert(index);
+        }
         index
     }
 
@@ -576,6 +628,10 @@ impl<O, R> State<O, R> {
     }
 
     fn end<L: Lane<Out = R>>(&mut self, lane: &mut L) {
+        if let Some(shutdown) = &mut self.shutdown {
+            let cancelled = self.exit.not_yielded(self.next_index, &self.in_flight);
+            shutdown.end(self.next_index, cancelled);
+        }
         self.ended = true;
         self.finished = Vec::new();
         self.retries.due.clear();
@@ -626,6 +682,10 @@ where
             } else if lane.failure_waiting() || state.limit_blocks_refill() {
                 state.collect(lane, settle, None);
             }
+            if let Some(shutdown) = &mut state.shutdown {
+                let step = shutdown.look();
+                state.shutdown_step(step);
+            }
             // Items waiting out a backoff start before new items are pulled: they
             // already hold their places in the window.
             if !state.retries.due.is_empty() && state.retry_due(this.mapper, lane, settle, cx) {
@@ -638,13 +698,16 @@ where
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if let Some(outcome) = state.exit.pop() {
+            if let Some((index, outcome)) = state.exit.pop() {
+                if !state.in_flight.is_empty() {
+                    state.in_flight.remove(&index);
+                }
                 state.yields_since_collect += 1;
                 state.stop_lingering();
                 coop.made_progress();
                 return Poll::Ready(state.deliver(lane, settle, outcome));
             }
-            if state.upstream_done && state.held == 0 {
+            if (state.upstream_done && state.held == 0) || state.grace_over {
                 state.end(lane);
                 return Poll::Ready(None);
             }
@@ -655,6 +718,13 @@ where
             if registered || !state.collect(lane, settle, Some(cx.waker())) {
                 if !state.may_wait(lane, settle) {
                     continue;
+                }
+                if let Some(shutdown) = &mut state.shutdown {
+                    let step = shutdown.register(cx);
+                    if step != Step::Carry {
+                        state.shutdown_step(step);
+                        continue;
+                    }
                 }
                 state.stop_lingering();
                 // Timed only where it may decide a spin (two clock reads per wait).
@@ -736,3 +806,76 @@ macro_rules! engine_stream {
 }
 
 pub(crate) use engine_stream;
+
+/// `with_shutdown` and `shutdown_report` for an operator that wraps an [`Engine`] in a
+/// field named `inner`.
+macro_rules! shutdown_methods {
+    () => {
+        /// Shuts the stream down gracefully when `token` is cancelled: nothing more is
+        /// pulled, work in flight gets `grace` (on tokio's clock) to finish and its
+        /// results are yielded, then the rest is cancelled and the stream ends. The item
+        /// type is unchanged; [`shutdown_report`](Self::shutdown_report), taken before
+        /// the stream runs, then says which positions were not completed, so that a job
+        /// can resume from them.
+        ///
+        /// A token cancelled before the first poll ends the stream at that poll, with
+        /// nothing pulled; cancelling it again is harmless. Results that finished but
+        /// cannot leave in input order by the end of the grace period (a position before
+        /// them did not finish) count as not completed. Blocking calls still running at
+        /// the end are abandoned, as on drop. Needs tokio's time driver.
+        ///
+        /// # Examples
+        /// ```
+        /// use std::time::Duration;
+        /// use flowgate::prelude::*;
+        /// use futures::StreamExt;
+        /// use tokio_util::sync::CancellationToken;
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let token = CancellationToken::new();
+        /// let flow = flowgate::source::iter(0..1_000u64)
+        ///     .map_concurrent(4, |i| async move {
+        ///         tokio::time::sleep(Duration::from_millis(10 * (i % 3 + 1))).await;
+        ///         i
+        ///     })
+        ///     .with_shutdown(token.clone(), Duration::from_millis(15));
+        /// let report = flow.shutdown_report();
+        /// let mut flow = Box::pin(flow);
+        /// let mut done = Vec::new();
+        /// while let Some(i) = flow.next().await {
+        ///     done.push(i);
+        ///     if i == 9 {
+        ///         token.cancel(); // Ctrl-C, a deploy, a deadline...
+        ///     }
+        /// }
+        /// let not_completed = report.get().expect("the stream was shut down");
+        /// // Every position is either done or reported, never both.
+        /// for i in 0..1_000 {
+        ///     assert_ne!(done.contains(&i), not_completed.contains(i));
+        /// }
+        /// assert!(not_completed.first_not_pulled() < 20);
+        /// # }
+        /// ```
+        pub fn with_shutdown(
+            mut self,
+            token: tokio_util::sync::CancellationToken,
+            grace: std::time::Duration,
+        ) -> Self {
+            self.inner.set_shutdown(token, grace);
+            self
+        }
+
+        /// The handle on the report of a shutdown: see
+        /// [`with_shutdown`](Self::with_shutdown). Take it before the stream runs.
+        ///
+        /// # Panics
+        /// If `with_shutdown` was not called first.
+        #[track_caller]
+        pub fn shutdown_report(&self) -> crate::policy::ShutdownReport {
+            self.inner.shutdown_report()
+        }
+    };
+}
+
+pub(crate) use shutdown_methods;

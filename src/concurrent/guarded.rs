@@ -105,6 +105,8 @@ where
         Guarded { inner }
     }
 
+    super::engine::shutdown_methods!();
+
     /// Gives up an attempt that runs longer than `timeout` (timed from its first poll,
     /// on tokio's clock): its future is dropped, and the attempt fails with a timeout
     /// ([`Error::is_timeout`]), which [`with_retry`](Guarded::with_retry) retries.

@@ -126,6 +126,8 @@ where
         GuardedPar { inner }
     }
 
+    super::engine::shutdown_methods!();
+
     /// Gives up an attempt that runs longer than `timeout`, timed on tokio's clock from
     /// its hand-over to the blocking pool (which gives it a thread at once): the
     /// attempt fails with a timeout ([`Error::is_timeout`]), which

@@ -42,6 +42,8 @@ where
         }
     }
 
+    super::engine::shutdown_methods!();
+
     /// Lets up to `window` items be pulled and not yet yielded, while at most `limit`
     /// jobs still run at once.
     ///

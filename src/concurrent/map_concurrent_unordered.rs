@@ -41,6 +41,8 @@ where
             ),
         }
     }
+
+    super::engine::shutdown_methods!();
 }
 
 engine_stream!(

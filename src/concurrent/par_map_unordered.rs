@@ -39,6 +39,8 @@ where
             ),
         }
     }
+
+    super::engine::shutdown_methods!();
 }
 
 engine_stream!(

@@ -17,9 +17,9 @@ pub(crate) enum Exit<O> {
     },
     /// Results in the order they finished.
     Unordered {
-        ready: VecDeque<Outcome<O>>,
+        ready: VecDeque<(u64, Outcome<O>)>,
         /// The first failure to arrive, yielded next; everything else is dropped.
-        failure: Option<Outcome<O>>,
+        failure: Option<(u64, Outcome<O>)>,
     },
 }
 
@@ -101,10 +101,10 @@ impl<O> Exit<O> {
                 }
                 if failure {
                     ready.clear();
-                    *first_failure = Some(outcome);
+                    *first_failure = Some((index, outcome));
                     return Cancel::From(0);
                 }
-                ready.push_back(outcome);
+                ready.push_back((index, outcome));
                 Cancel::None
             }
         }
@@ -126,8 +126,21 @@ impl<O> Exit<O> {
         }
     }
 
-    /// Takes the next result that may leave, if any.
-    pub(crate) fn pop(&mut self) -> Option<Outcome<O>> {
+    /// The positions pulled (below `pulled`) whose results have not left, in order
+    /// (`in_flight` holds them for the unordered exit, which does not keep them).
+    pub(crate) fn not_yielded(
+        &self,
+        pulled: u64,
+        in_flight: &std::collections::BTreeSet<u64>,
+    ) -> Vec<u64> {
+        match self {
+            Exit::Ordered { next_out, .. } => (*next_out..pulled).collect(),
+            Exit::Unordered { .. } => in_flight.iter().copied().collect(),
+        }
+    }
+
+    /// Takes the next result that may leave, with its position, if any.
+    pub(crate) fn pop(&mut self) -> Option<(u64, Outcome<O>)> {
         match self {
             Exit::Ordered {
                 next_out, places, ..
@@ -135,8 +148,9 @@ impl<O> Exit<O> {
                 if !place_filled(places, 0) {
                     return None;
                 }
+                let index = *next_out;
                 *next_out += 1;
-                places.pop_front().flatten()
+                places.pop_front().flatten().map(|outcome| (index, outcome))
             }
             Exit::Unordered { ready, failure } => failure.take().or_else(|| ready.pop_front()),
         }
@@ -162,7 +176,7 @@ mod tests {
         assert!(exit.pop().is_none());
         exit.finish(0, ok(0), false);
         let out: Vec<u32> = std::iter::from_fn(|| exit.pop())
-            .map(|o| o.unwrap())
+            .map(|(_, o)| o.unwrap())
             .collect();
         assert_eq!(out, vec![0, 1, 2]);
     }
@@ -179,7 +193,7 @@ mod tests {
         exit.finish(3, ok(3), false);
         exit.finish(0, ok(0), false);
         let out: Vec<u32> = std::iter::from_fn(|| exit.pop())
-            .map(|o| o.unwrap())
+            .map(|(_, o)| o.unwrap())
             .collect();
         assert_eq!(out, vec![0, 10]);
         assert!(exit.failed());
@@ -192,7 +206,7 @@ mod tests {
         exit.finish(2, ok(2), false);
         assert!(matches!(exit.finish(1, ok(99), true), Cancel::From(0)));
         exit.finish(3, ok(3), true);
-        assert_eq!(exit.pop().unwrap().unwrap(), 99);
+        assert_eq!(exit.pop().unwrap().1.unwrap(), 99);
         assert!(exit.pop().is_none());
     }
 }

@@ -44,6 +44,8 @@ where
         }
     }
 
+    super::engine::shutdown_methods!();
+
     super::guarded::guard_methods!("try_map_concurrent_unordered");
 }
 

@@ -41,6 +41,8 @@ where
         }
     }
 
+    super::engine::shutdown_methods!();
+
     super::guarded_par::guard_par_methods!();
 
     /// Lets up to `window` items be pulled and not yet yielded, while at most `limit`

@@ -41,6 +41,8 @@ where
         }
     }
 
+    super::engine::shutdown_methods!();
+
     super::guarded_par::guard_par_methods!();
 }
 

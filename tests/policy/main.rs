@@ -3,3 +3,4 @@
 mod blocking;
 mod rate_limit;
 mod retry;
+mod shutdown;
