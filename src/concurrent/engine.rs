@@ -236,6 +236,15 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
         &mut self.settle
     }
 
+    /// The settling of an engine that may be running.
+    pub(crate) fn settle_pinned(self: Pin<&mut Self>) -> &mut S {
+        self.project().settle
+    }
+
+    pub(crate) fn settle_ref(&self) -> &S {
+        &self.settle
+    }
+
     pub(crate) fn mapper_mut(&mut self) -> &mut M {
         &mut self.mapper
     }

@@ -264,6 +264,46 @@ where
         self
     }
 
+    /// Sends each failure to `sink` as a [`DeadLetter`](crate::policy::DeadLetter) (with
+    /// the item when the operator keeps one: with [`with_retry`](Self::with_retry)) and
+    /// yields the successes, as `Ok`; the run goes on after failures, as with
+    /// [`keep_going`](Self::keep_going). Any [`futures::Sink`](futures_sink::Sink) will
+    /// do: tokio-util's `PollSender` for a tokio channel, a file writer, a queue client.
+    ///
+    /// Buffering is bounded: a dead letter the sink is not ready for waits (one at a
+    /// time), and nothing more is taken from the operator meanwhile. A sink that fails
+    /// or closes ends the run with its error, yielded as an `Err`: failures are never
+    /// dropped silently. The stream's [`summary`](crate::policy::DeadLetters::summary)
+    /// (succeeded, failed, retried) is there when it ends.
+    ///
+    /// # Examples
+    /// ```
+    /// use flowgate::prelude::*;
+    /// use futures::{SinkExt, StreamExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let (letters, mut failures) = futures::channel::mpsc::unbounded();
+    /// let flow = flowgate::source::iter((0..6u32).map(Ok::<u32, String>))
+    ///     .try_map_concurrent(2, |i| async move {
+    ///         if i % 3 == 0 { Err(format!("bad {i}")) } else { Ok(i) }
+    ///     })
+    ///     .dead_letters(letters.sink_map_err(|_| "the dead-letter queue closed"));
+    /// let summary = flow.summary();
+    /// let ok: Vec<u32> = flow.map(Result::unwrap).collect().await;
+    /// assert_eq!(ok, [1, 2, 4, 5]);
+    /// let failed: Vec<u64> = failures.map(|letter| letter.error.position()).collect().await;
+    /// assert_eq!(failed, [0, 3]);
+    /// assert_eq!(summary.get().unwrap().to_string(), "4 succeeded, 2 failed, 0 retries");
+    /// # }
+    /// ```
+    pub fn dead_letters<Si>(
+        self,
+        sink: Si,
+    ) -> crate::policy::DeadLetters<Self, Si, St::Ok, St::Error> {
+        crate::policy::DeadLetters::new(self, sink)
+    }
+
     /// Lets up to `window` items be pulled and not yet yielded (items waiting out a
     /// backoff included), while at most `limit` jobs still run at once.
     ///
@@ -337,7 +377,44 @@ macro_rules! guard_methods {
         {
             Guarded::from_plain(self.inner).catch_panics()
         }
+
+        /// Sends failures to `sink` and yields the successes: see
+        /// [`Guarded::dead_letters`], which this calls on the operator turned
+        /// [`Guarded`].
+        #[allow(clippy::type_complexity)]
+        pub fn dead_letters<U, Si>(
+            self,
+            sink: Si,
+        ) -> crate::policy::DeadLetters<Guarded<St, F, Fut, U>, Si, St::Ok, St::Error>
+        where
+            St: futures_core::TryStream,
+            Fut: Future<Output = Result<U, St::Error>>,
+        {
+            Guarded::from_plain(self.inner).dead_letters(sink)
+        }
     };
 }
 
 pub(crate) use guard_methods;
+
+impl<St, F, Fut, U> crate::policy::dead_letters::sealed::Supervised for Guarded<St, F, Fut, U>
+where
+    St: TryStream,
+    Fut: Future,
+{
+    type Input = St::Ok;
+
+    fn keep_failed(&mut self) {
+        let policies = self.inner.settle_mut();
+        policies.keep_going = true;
+        policies.keep_failed = true;
+    }
+
+    fn take_failed(self: std::pin::Pin<&mut Self>, position: u64) -> Option<St::Ok> {
+        self.project().inner.settle_pinned().take_failed(position)
+    }
+
+    fn retried(&self) -> u64 {
+        self.inner.settle_ref().retried
+    }
+}

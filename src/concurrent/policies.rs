@@ -135,6 +135,14 @@ pub(crate) struct Policies<T, E> {
     pub(crate) catch_panics: bool,
     /// Items that may be retried, by position: only while a retry policy is set.
     kept: HashMap<u64, Kept<T>>,
+    /// Whether the kept input of an item that failed for good is put aside for its
+    /// dead letter (see `dead_letters`).
+    pub(crate) keep_failed: bool,
+    /// Inputs of items that failed for good, by position, until their dead letter
+    /// takes them.
+    failed: HashMap<u64, T>,
+    /// Retries started or scheduled so far.
+    pub(crate) retried: u64,
 }
 
 impl<T, E> Policies<T, E> {
@@ -146,6 +154,9 @@ impl<T, E> Policies<T, E> {
             keep_going: false,
             catch_panics: false,
             kept: HashMap::new(),
+            keep_failed: false,
+            failed: HashMap::new(),
+            retried: 0,
         }
     }
 
@@ -235,11 +246,18 @@ where
                 let elapsed = Instant::now().saturating_duration_since(kept.first_started);
                 if let Some(delay) = retry.next_delay(index, attempts, elapsed) {
                     kept.attempts += 1;
+                    self.retried += 1;
                     return Settled::Retry(delay);
                 }
             }
         }
-        self.forget(index);
+        if self.keep_failed {
+            if let Some(kept) = self.kept.remove(&index) {
+                self.failed.insert(index, kept.input);
+            }
+        } else {
+            self.forget(index);
+        }
         Settled::Final(Ok(Err(error)), !self.keep_going)
     }
 
@@ -268,6 +286,11 @@ where
 }
 
 impl<T, E> Policies<T, E> {
+    /// The input of the item at `position`, which failed for good, if it was kept.
+    pub(crate) fn take_failed(&mut self, position: u64) -> Option<T> {
+        self.failed.remove(&position)
+    }
+
     /// Drops what was kept for a settled item (its input is the user's: a panic in its
     /// destructor is contained, as for any value the engine drops on its own).
     fn forget(&mut self, index: u64) {

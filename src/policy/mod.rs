@@ -3,10 +3,12 @@
 //! shutdown ([`ShutdownReport`], [`NotCompleted`]) and [`RateLimit`] (the stream of
 //! [`rate_limit`](crate::FlowExt::rate_limit)).
 
+pub(crate) mod dead_letters;
 mod rate_limit;
 mod retry;
 pub(crate) mod shutdown;
 
+pub use dead_letters::{DeadLetter, DeadLetters, RunSummary, Summary};
 pub use rate_limit::RateLimit;
 pub use retry::{Backoff, Retry};
 pub use shutdown::{NotCompleted, ShutdownReport};

@@ -1,6 +1,7 @@
 //! The failure policies and pacing, through the public API.
 
 mod blocking;
+mod dead_letters;
 mod rate_limit;
 mod retry;
 mod shutdown;
