@@ -53,6 +53,7 @@
 //! | batches by size (bytes, cost) | [`chunks_weighted`](FlowExt::chunks_weighted) | `Vec` chunks |
 //! | batches by count only | `futures::StreamExt::chunks` | `Vec` chunks |
 //! | a lazy source from an iterator | [`source::iter`] | items |
+//! | at most n items per period | [`rate_limit`](FlowExt::rate_limit) | items |
 //!
 //! An ordered operator with a rare slow item stalls once `limit` results wait behind it;
 //! `.with_window(w)` (for example [`MapConcurrent::with_window`](concurrent::MapConcurrent::with_window))
@@ -88,6 +89,133 @@
 //!    runtime shuts down while the stream still needs it (jobs running there, or more to
 //!    start), the next poll panics saying so, instead of waiting forever for work that
 //!    died with it.
+//!
+//! # Handling failures
+//!
+//! A run over millions of items meets failing items, slow items and a request to stop.
+//! The `try_` operators take failure policies as builder methods, in any order; the
+//! engine applies them, so a retried item keeps its position, counts against the bound,
+//! and `f` is still called only from the consumer's `poll_next`. With any of them the
+//! stream yields `Result<U, flowgate::Error<E>>`: [`Error`] names the item's position,
+//! the attempts made and the cause (the work's error, a timeout, a caught panic).
+//!
+//! | situation | policy |
+//! |---|---|
+//! | a service fails now and then | [`with_retry`](concurrent::Guarded::with_retry)`(`[`Retry`]`::attempts(n).backoff(..))` |
+//! | some calls hang | [`with_timeout`](concurrent::Guarded::with_timeout)`(d)`, per attempt (and retried) |
+//! | a bad record must not stop the run | [`keep_going`](concurrent::Guarded::keep_going)`()`: failures flow on as `Err` values |
+//! | a library panics on some inputs | [`catch_panics`](concurrent::Guarded::catch_panics)`()`: a panic becomes an `Err` |
+//! | failures go to a queue for later | [`dead_letters`](concurrent::Guarded::dead_letters)`(sink)`: any `futures::Sink` |
+//! | Ctrl-C, a deploy, a deadline | [`with_shutdown`](concurrent::MapConcurrent::with_shutdown)`(token, grace)`, on every concurrent operator |
+//! | a service allows n calls per second | [`rate_limit`](FlowExt::rate_limit)`(n, per)` before the operator |
+//!
+//! Without a policy nothing changes: the first error ends a `try_` stream (fail fast)
+//! and a panic re-raises in the consumer. Every policy keeps the accounting promise:
+//! each input position ends exactly once, as a success, a failure, or a position the
+//! shutdown report names as not completed. The blocking operators take the same
+//! policies ([`GuardedPar`](concurrent::GuardedPar)); a blocking call cannot be
+//! interrupted, so a timeout abandons it and discards its late result.
+//!
+//! Retries with exponential backoff and a per-attempt timeout (exact on tokio's paused
+//! clock):
+//!
+//! ```
+//! use std::time::Duration;
+//! use flowgate::prelude::*;
+//! use flowgate::{Backoff, Retry};
+//! use futures::TryStreamExt;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let tries = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+//! let seen = tries.clone();
+//! let out: Vec<u32> = flowgate::source::iter((0..3u32).map(Ok::<u32, String>))
+//!     .try_map_concurrent(3, move |i| {
+//!         let attempt = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+//!         async move {
+//!             if i == 1 && attempt < 4 {
+//!                 // Hangs at its first attempt, then the service is busy once.
+//!                 tokio::time::sleep(Duration::from_secs(60)).await;
+//!             }
+//!             Ok(i)
+//!         }
+//!     })
+//!     .with_timeout(Duration::from_millis(200))
+//!     .with_retry(Retry::attempts(4)
+//!         .backoff(Backoff::exponential(Duration::from_millis(10), Duration::from_secs(1))))
+//!     .try_collect()
+//!     .await
+//!     .unwrap();
+//! assert_eq!(out, [0, 1, 2]);
+//! # }
+//! ```
+//!
+//! Keep going past failures, and send them to a dead-letter channel:
+//!
+//! ```
+//! use flowgate::prelude::*;
+//! use futures::{SinkExt, StreamExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let parse = |line: &'static str| async move { line.parse::<u32>().map_err(|e| e.to_string()) };
+//! let lines = flowgate::source::iter(["1", "x", "3"].map(Ok::<&str, String>));
+//!
+//! // As values, in position:
+//! let out: Vec<_> = lines.try_map_concurrent(2, parse).keep_going().collect().await;
+//! assert_eq!(out[0], Ok(1));
+//! assert_eq!(out[1].as_ref().unwrap_err().to_string(), "item 1 failed: invalid digit found in string");
+//!
+//! // Or aside, to any sink:
+//! let (letters, failed) = futures::channel::mpsc::unbounded();
+//! let lines = flowgate::source::iter(["1", "x", "3"].map(Ok::<&str, String>));
+//! let ok: Vec<u32> = lines
+//!     .try_map_concurrent(2, parse)
+//!     .dead_letters(letters.sink_map_err(|_| "dead letters lost"))
+//!     .map(Result::unwrap)
+//!     .collect()
+//!     .await;
+//! assert_eq!(ok, [1, 3]);
+//! assert_eq!(failed.map(|l| l.error.position()).collect::<Vec<_>>().await, [1]);
+//! # }
+//! ```
+//!
+//! Caught panics, and a graceful shutdown that reports what to resume:
+//!
+//! ```
+//! use std::time::Duration;
+//! use flowgate::policy::CancellationToken;
+//! use flowgate::prelude::*;
+//! use futures::StreamExt;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let token = CancellationToken::new();
+//! let flow = flowgate::source::iter((0..100u32).map(Ok::<u32, String>))
+//!     .try_map_concurrent(4, |i| async move {
+//!         if i == 2 { panic!("corrupt record {i}") }
+//!         tokio::time::sleep(Duration::from_millis(10)).await;
+//!         Ok(i)
+//!     })
+//!     .catch_panics()
+//!     .keep_going()
+//!     .with_shutdown(token.clone(), Duration::from_millis(50));
+//! let report = flow.shutdown_report();
+//! let mut flow = Box::pin(flow);
+//! let mut seen = 0;
+//! while let Some(result) = flow.next().await {
+//!     seen += 1;
+//!     if let Err(e) = result {
+//!         assert!(e.is_panic());
+//!     }
+//!     if seen == 10 {
+//!         token.cancel();
+//!     }
+//! }
+//! let left = report.get().expect("shut down");
+//! assert_eq!(left.first_not_pulled(), seen as u64 + left.cancelled().len() as u64);
+//! # }
+//! ```
 //!
 //! # How it differs from `buffered` / `buffer_unordered`
 //!

@@ -360,26 +360,33 @@ impl<F, T, O> BlockingLane<F, T, O> {
         }
         if reported == 0 {
             if let (Some(waker), Some(due)) = (waker, earliest) {
-                let timer = match &mut self.timer {
-                    Some(timer) => {
-                        timer.as_mut().reset(due);
-                        timer
-                    }
-                    None => self.timer.insert(Box::pin(tokio::time::sleep_until(due))),
-                };
-                if timer
-                    .as_mut()
-                    .poll(&mut Context::from_waker(waker))
-                    .is_ready()
-                {
-                    waker.wake_by_ref();
-                }
+                self.arm_timer(due, waker);
             }
         }
         let waiting = state.queue.len().saturating_sub(state.idle);
         let spawn = waiting.min(self.limit.saturating_sub(state.loops));
         state.loops += spawn;
         (spawn, dropped)
+    }
+
+    /// Sets the timer to wake the consumer (`waker`) at `due`, the earliest deadline.
+    fn arm_timer(&mut self, due: Instant, waker: &Waker) {
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if timer.deadline() != due {
+                    timer.as_mut().reset(due);
+                }
+                timer
+            }
+            None => self.timer.insert(Box::pin(tokio::time::sleep_until(due))),
+        };
+        if timer
+            .as_mut()
+            .poll(&mut Context::from_waker(waker))
+            .is_ready()
+        {
+            waker.wake_by_ref();
+        }
     }
 
     /// Starts `count` drain loops on the blocking pool.
@@ -452,6 +459,7 @@ where
             return Handover::Nothing;
         }
         let count = self.starting.len();
+        let mut arm_for = None;
         let (signal, spawn) = {
             let mut state = lock(&self.shared.state);
             if state.closed {
@@ -460,6 +468,15 @@ where
             }
             if let Some((timeout, _)) = self.timeout {
                 let due = Instant::now() + timeout;
+                // A consumer that registered its waker before this hand-over waits for
+                // results: it must also be woken at the earliest deadline.
+                let earliest = state
+                    .deadlines
+                    .iter()
+                    .filter(|deadline| !deadline.abandoned)
+                    .map(|deadline| deadline.due)
+                    .fold(due, Instant::min);
+                arm_for = state.consumer.clone().map(|waker| (earliest, waker));
                 let deadlines = self.starting.iter().map(|queued| Deadline {
                     ticket: queued.ticket,
                     index: queued.index,
@@ -481,6 +498,9 @@ where
             self.shared.job_ready.notify_one();
         }
         self.spawn_loops(spawn);
+        if let Some((due, waker)) = arm_for {
+            self.arm_timer(due, &waker);
+        }
         Handover::OffRuntime
     }
 

@@ -205,3 +205,26 @@ fn a_zero_timeout_panics_naming_it() {
         .try_par_map_unordered(1, Ok)
         .with_timeout(Duration::ZERO);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_calls_one_after_another_at_limit_1_all_time_out() {
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let hung = gate.clone();
+    let out: Vec<_> = items(3)
+        .try_par_map_unordered(1, move |i| {
+            let (open, opened) = &*hung;
+            let mut open = open.lock().unwrap();
+            while !*open {
+                open = opened.wait(open).unwrap();
+            }
+            Ok(i)
+        })
+        .with_timeout(5 * MS)
+        .keep_going()
+        .collect()
+        .await;
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    assert_eq!(out.len(), 3);
+    assert!(out.iter().all(|r| r.as_ref().unwrap_err().is_timeout()));
+}

@@ -1,5 +1,6 @@
 //! The failure policies and pacing, through the public API.
 
+mod accounting;
 mod blocking;
 mod dead_letters;
 mod rate_limit;
