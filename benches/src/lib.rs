@@ -213,6 +213,55 @@ where
         .await
 }
 
+/// Which failure policies a `try_map_concurrent` benchmark attaches (no item fails):
+/// what they cost when nothing goes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policies {
+    /// None: the plain fail-fast operator.
+    None,
+    /// A timeout per attempt, keep-going and caught panics.
+    TimeoutKeepGoing,
+    /// The same, and retries with backoff (each item is cloned and kept until it
+    /// settles).
+    WithRetry,
+}
+
+/// flowgate's `try_map_concurrent` (ordered) with `policies` attached.
+pub async fn flowgate_try_ordered(n: u64, limit: usize, policies: Policies) -> u64 {
+    let source = flowgate::source::iter((0..n).map(Ok::<u64, String>));
+    let plain = source.try_map_concurrent(limit, |x| async move { Ok::<u64, String>(x + 1) });
+    let timeout = std::time::Duration::from_secs(60);
+    match policies {
+        Policies::None => {
+            plain
+                .fold(0u64, |sum, r| add_wrapping(sum, r.expect("no item fails")))
+                .await
+        }
+        Policies::TimeoutKeepGoing => {
+            plain
+                .with_timeout(timeout)
+                .keep_going()
+                .catch_panics()
+                .fold(0u64, |sum, r| add_wrapping(sum, r.expect("no item fails")))
+                .await
+        }
+        Policies::WithRetry => {
+            plain
+                .with_timeout(timeout)
+                .keep_going()
+                .catch_panics()
+                .with_retry(
+                    flowgate::Retry::attempts(3).backoff(flowgate::Backoff::exponential(
+                        std::time::Duration::from_millis(10),
+                        std::time::Duration::from_secs(1),
+                    )),
+                )
+                .fold(0u64, |sum, r| add_wrapping(sum, r.expect("no item fails")))
+                .await
+        }
+    }
+}
+
 /// futures' `buffer_unordered`.
 pub async fn buffer_unordered(n: u64, limit: usize) -> u64 {
     futures::stream::iter(0..n)

@@ -107,10 +107,12 @@ where
 
     super::engine::shutdown_methods!();
 
-    /// Gives up an attempt that runs longer than `timeout` (timed from its first poll,
-    /// on tokio's clock): its future is dropped, and the attempt fails with a timeout
+    /// Gives up an attempt that waits longer than `timeout`, timed on tokio's clock from
+    /// its first poll that returns `Pending` (an attempt ready at its first poll costs
+    /// no timer; one that never yields cannot be interrupted, as with any timeout on an
+    /// async runtime): its future is dropped, and the attempt fails with a timeout
     /// ([`Error::is_timeout`]), which [`with_retry`](Guarded::with_retry) retries.
-    /// Never a panic, never a silent skip.
+    /// Never a panic, never a silent skip. The timer needs tokio's time driver.
     ///
     /// # Panics
     /// If `timeout` is zero, naming `timeout`.

@@ -194,6 +194,11 @@ impl<E> Retry<E> {
         self.attempts
     }
 
+    /// Whether a total time is set (then the first attempt's start is read).
+    pub(crate) fn has_total_time(&self) -> bool {
+        self.max_elapsed.is_some()
+    }
+
     /// Whether the work's own `error` is worth another attempt.
     pub(crate) fn worth_retrying(&self, error: &E) -> bool {
         self.retry_if

@@ -9,7 +9,10 @@
 //! `map_concurrent`, `spawn` (one `tokio::spawn` per item in a `JoinSet`),
 //! `for_each_concurrent`, `par_stream_then`, `par_stream_then_unordered` (all with the
 //! trivial future `async move { x + 1 }`, limit 64 by default), and `par_map` (flowgate's
-//! blocking lane with the trivial closure `|x| x + 1`, limit 2 by default).
+//! blocking lane with the trivial closure `|x| x + 1`, limit 2 by default), and
+//! `try_map_concurrent`, `try_map_concurrent_timeout` (with a timeout, keep-going and
+//! caught panics) and `try_map_concurrent_retry` (the same and retries), no item
+//! failing.
 //!
 //! Running a workload at two item counts and dividing the difference of the instruction
 //! counts by the difference of the item counts gives the cost per item without start-up.
@@ -17,12 +20,14 @@
 use std::process::ExitCode;
 
 use flowgate_benches::{
-    current_thread_runtime, expected_sum, flowgate_par_map_trivial, in_task, AsyncWorkload,
+    current_thread_runtime, expected_sum, flowgate_par_map_trivial, flowgate_try_ordered, in_task,
+    AsyncWorkload, Policies,
 };
 
 const USAGE: &str = "usage: per_item_instructions <workload> <items> [limit]\n\
     workloads: buffer_unordered buffered map_concurrent_unordered map_concurrent spawn \
-    for_each_concurrent par_stream_then par_stream_then_unordered par_map";
+    for_each_concurrent par_stream_then par_stream_then_unordered par_map \
+    try_map_concurrent try_map_concurrent_timeout try_map_concurrent_retry";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -52,6 +57,17 @@ fn main() -> ExitCode {
         let limit = limit.unwrap_or(2);
         (
             runtime.block_on(in_task(flowgate_par_map_trivial(n, limit))),
+            limit,
+        )
+    } else if let Some(policies) = match name {
+        "try_map_concurrent" => Some(Policies::None),
+        "try_map_concurrent_timeout" => Some(Policies::TimeoutKeepGoing),
+        "try_map_concurrent_retry" => Some(Policies::WithRetry),
+        _ => None,
+    } {
+        let limit = limit.unwrap_or(64);
+        (
+            runtime.block_on(in_task(flowgate_try_ordered(n, limit, policies))),
             limit,
         )
     } else if let Some(workload) = AsyncWorkload::from_name(name) {
