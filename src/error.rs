@@ -27,9 +27,14 @@ use std::time::Duration;
 /// assert!(error.is_timeout());
 /// assert_eq!(error.to_string(), "item 17 timed out after 2s (attempt 2)");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Error<E> {
+    // Boxed: a failure is rare, and a result that may hold one stays one word wide.
+    inner: Box<Inner<E>>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Inner<E> {
     position: u64,
     attempts: u32,
     cause: Cause<E>,
@@ -61,58 +66,55 @@ impl<E> Error<E> {
     /// The work's own error `error` for the item at `position`, after `attempts`
     /// attempts (0 when the error came from upstream and no attempt was made).
     pub fn failed(position: u64, attempts: u32, error: E) -> Self {
+        Error::new(position, attempts, Cause::Failed(error))
+    }
+
+    fn new(position: u64, attempts: u32, cause: Cause<E>) -> Self {
         Error {
-            position,
-            attempts,
-            cause: Cause::Failed(error),
+            inner: Box::new(Inner {
+                position,
+                attempts,
+                cause,
+            }),
         }
     }
 
     /// A timeout of the item at `position`, whose attempt `attempts` ran `after`.
     pub fn timed_out(position: u64, attempts: u32, after: Duration) -> Self {
-        Error {
-            position,
-            attempts,
-            cause: Cause::TimedOut { after },
-        }
+        Error::new(position, attempts, Cause::TimedOut { after })
     }
 
     /// A caught panic of the item at `position`, at attempt `attempts`, with its message.
     pub fn panicked(position: u64, attempts: u32, message: impl Into<String>) -> Self {
-        Error {
-            position,
-            attempts,
-            cause: Cause::Panicked {
-                message: message.into(),
-            },
-        }
+        let message = message.into();
+        Error::new(position, attempts, Cause::Panicked { message })
     }
 
     /// The item's position in the operator's input, counted from 0 (an upstream `Err`
     /// item takes a position too).
     pub fn position(&self) -> u64 {
-        self.position
+        self.inner.position
     }
 
     /// The attempts made, the first included: 1 without retries, 0 for an error that
     /// came from upstream.
     pub fn attempts(&self) -> u32 {
-        self.attempts
+        self.inner.attempts
     }
 
     /// What made the item fail.
     pub fn cause(&self) -> &Cause<E> {
-        &self.cause
+        &self.inner.cause
     }
 
     /// The cause, by value.
     pub fn into_cause(self) -> Cause<E> {
-        self.cause
+        self.inner.cause
     }
 
     /// The user's error, if that is the cause.
     pub fn inner(&self) -> Option<&E> {
-        match &self.cause {
+        match &self.inner.cause {
             Cause::Failed(error) => Some(error),
             _ => None,
         }
@@ -120,7 +122,7 @@ impl<E> Error<E> {
 
     /// The user's error by value, if that is the cause.
     pub fn into_inner(self) -> Option<E> {
-        match self.cause {
+        match self.inner.cause {
             Cause::Failed(error) => Some(error),
             _ => None,
         }
@@ -128,34 +130,45 @@ impl<E> Error<E> {
 
     /// Whether the last attempt timed out.
     pub fn is_timeout(&self) -> bool {
-        matches!(self.cause, Cause::TimedOut { .. })
+        matches!(self.inner.cause, Cause::TimedOut { .. })
     }
 
     /// Whether user code panicked (a caught panic).
     pub fn is_panic(&self) -> bool {
-        matches!(self.cause, Cause::Panicked { .. })
+        matches!(self.inner.cause, Cause::Panicked { .. })
     }
 
     /// The same failure with the user's error mapped by `f`.
     pub fn map<E2>(self, f: impl FnOnce(E) -> E2) -> Error<E2> {
-        let cause = match self.cause {
+        let Inner {
+            position,
+            attempts,
+            cause,
+        } = *self.inner;
+        let cause = match cause {
             Cause::Failed(error) => Cause::Failed(f(error)),
             Cause::TimedOut { after } => Cause::TimedOut { after },
             Cause::Panicked { message } => Cause::Panicked { message },
         };
-        Error {
-            position: self.position,
-            attempts: self.attempts,
-            cause,
-        }
+        Error::new(position, attempts, cause)
+    }
+}
+
+impl<E: fmt::Debug> fmt::Debug for Error<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("position", &self.inner.position)
+            .field("attempts", &self.inner.attempts)
+            .field("cause", &self.inner.cause)
+            .finish()
     }
 }
 
 impl<E: fmt::Display> fmt::Display for Error<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let position = self.position;
-        let attempts = self.attempts;
-        match &self.cause {
+        let position = self.inner.position;
+        let attempts = self.inner.attempts;
+        match &self.inner.cause {
             Cause::Failed(error) if attempts == 0 => {
                 write!(f, "item {position} failed upstream: {error}")
             }
@@ -182,7 +195,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
 
 impl<E: StdError + 'static> StdError for Error<E> {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        match &self.cause {
+        match &self.inner.cause {
             Cause::Failed(error) => Some(error),
             _ => None,
         }

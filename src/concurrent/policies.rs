@@ -198,6 +198,8 @@ pub(crate) struct Policies<T, E> {
     failed: HashMap<u64, T>,
     /// Retries started or scheduled so far.
     pub(crate) retried: u64,
+    /// Whether an item's first start is read (the retry policy has a total time).
+    clock: bool,
 }
 
 impl<T, E> Policies<T, E> {
@@ -212,6 +214,7 @@ impl<T, E> Policies<T, E> {
             keep_failed: false,
             failed: HashMap::new(),
             retried: 0,
+            clock: false,
         }
     }
 
@@ -219,6 +222,7 @@ impl<T, E> Policies<T, E> {
     where
         T: Clone,
     {
+        self.clock = retry.has_total_time();
         self.retry = Some(retry);
         self.copy = Some(T::clone);
     }
@@ -260,11 +264,10 @@ where
 
     fn admitted(&mut self, index: u64, input: &T) {
         if let Some(copy) = self.copy {
-            let timed = self.retry.as_ref().is_some_and(Retry::has_total_time);
             let kept = Kept {
                 input: copy(input),
                 attempts: 1,
-                first_started: timed.then(Instant::now),
+                first_started: self.clock.then(Instant::now),
             };
             self.kept.insert(index, kept);
         }
@@ -396,7 +399,9 @@ impl<T, E> Policies<T, E> {
     /// destructor is contained, as for any value the engine drops on its own).
     fn forget(&mut self, index: u64) {
         if let Some(kept) = self.kept.remove(index) {
-            drop_contained(kept);
+            if std::mem::needs_drop::<T>() {
+                drop_contained(kept);
+            }
         }
     }
 }
