@@ -462,3 +462,75 @@ fn a_zero_timeout_panics_naming_it() {
         .try_map_concurrent(1, |i| async move { Ok(i) })
         .with_timeout(Duration::ZERO);
 }
+
+/// The policies on 1, 2, 4 and 8 runtime workers (8 oversubscribe the machine): every
+/// item ends once, in input order, retries and caught panics included, on both lanes.
+#[test]
+fn the_policies_hold_on_any_number_of_workers() {
+    for workers in [1, 2, 4, 8] {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let tries = Arc::new(Mutex::new(vec![0u32; 300]));
+            let seen = tries.clone();
+            let out: Vec<_> = items(300)
+                .try_map_concurrent(16, move |i| {
+                    let n = {
+                        let mut tries = seen.lock().unwrap();
+                        tries[i as usize] += 1;
+                        tries[i as usize]
+                    };
+                    async move {
+                        tokio::task::yield_now().await;
+                        match i % 10 {
+                            0 if n == 1 => Err(format!("transient {i}")),
+                            1 if n == 1 => panic!("panics once at {i}"),
+                            2 => Err(format!("permanent {i}")),
+                            _ => Ok(i),
+                        }
+                    }
+                })
+                .with_retry(Retry::attempts(2).retry_if(|e: &String| e.starts_with("transient")))
+                .catch_panics()
+                .keep_going()
+                .with_timeout(Duration::from_secs(30))
+                .collect()
+                .await;
+            assert_eq!(out.len(), 300, "{workers} workers");
+            for (i, result) in out.iter().enumerate() {
+                match result {
+                    Ok(v) => assert_eq!(*v as usize, i),
+                    Err(e) => {
+                        assert_eq!(e.position() as usize, i, "{workers} workers: order");
+                        assert_eq!(i % 10, 2, "{workers} workers: {e}");
+                    }
+                }
+            }
+            let blocking: Vec<_> = items(200)
+                .try_par_map_unordered(3, |i| {
+                    if i % 7 == 0 {
+                        Err(format!("bad {i}"))
+                    } else {
+                        Ok(i)
+                    }
+                })
+                .with_retry(Retry::attempts(2))
+                .keep_going()
+                .collect()
+                .await;
+            let mut positions: Vec<u64> = blocking
+                .iter()
+                .map(|r| r.as_ref().map_or_else(|e| e.position(), |v| u64::from(*v)))
+                .collect();
+            positions.sort_unstable();
+            assert_eq!(
+                positions,
+                (0..200).collect::<Vec<u64>>(),
+                "{workers} workers"
+            );
+        });
+    }
+}
