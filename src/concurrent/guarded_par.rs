@@ -13,7 +13,6 @@ use super::mappers::TryPassItem;
 use super::policies::{Policies, TimedOutput};
 use super::{Mapper, Prepared};
 use crate::error::Error;
-use crate::policy::Retry;
 
 /// Blocking lane with policies: the item is the job; an upstream `Err` is the item's
 /// result at once.
@@ -142,92 +141,11 @@ where
     /// If `timeout` is zero, naming `timeout`.
     #[track_caller]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        if timeout.is_zero() {
-            panic!(
-                "flowgate: `with_timeout` needs a `timeout` above zero on `{}`",
-                self.inner.operator()
-            );
-        }
+        super::policies::check_timeout(timeout, self.inner.operator());
         self.inner
             .lane_mut()
             .set_timeout(timeout, TimedOutput::TimedOut);
         self.inner.settle_mut().timeout = Some(timeout);
-        self
-    }
-
-    /// Retries failed attempts: as [`Guarded::with_retry`](super::Guarded::with_retry)
-    /// does (a clone of each item is kept until it settles; an item waiting out its
-    /// backoff holds its place in the window but no thread).
-    pub fn with_retry(mut self, retry: Retry<St::Error>) -> Self
-    where
-        St::Ok: Clone,
-    {
-        self.inner.settle_mut().set_retry(retry);
-        self
-    }
-
-    /// Yields each item's final failure as an `Err` value and goes on: as
-    /// [`Guarded::keep_going`](super::Guarded::keep_going) does.
-    pub fn keep_going(mut self) -> Self {
-        self.inner.settle_mut().keep_going = true;
-        self
-    }
-
-    /// Turns a panic in the closure into the item's failure, with its message: as
-    /// [`Guarded::catch_panics`](super::Guarded::catch_panics) does.
-    pub fn catch_panics(mut self) -> Self {
-        self.inner.settle_mut().catch_panics = true;
-        self
-    }
-
-    /// Sends each failure to `sink` as a [`DeadLetter`](crate::policy::DeadLetter) (with
-    /// the item when the operator keeps one: with [`with_retry`](Self::with_retry)) and
-    /// yields the successes, as `Ok`; the run goes on after failures, as with
-    /// [`keep_going`](Self::keep_going). Any [`futures::Sink`](futures_sink::Sink) will
-    /// do: tokio-util's `PollSender` for a tokio channel, a file writer, a queue client.
-    ///
-    /// Buffering is bounded: a dead letter the sink is not ready for waits (one at a
-    /// time), and nothing more is taken from the operator meanwhile. A sink that fails
-    /// or closes ends the run with its error, yielded as an `Err`: failures are never
-    /// dropped silently. The stream's [`summary`](crate::policy::DeadLetters::summary)
-    /// (succeeded, failed, retried) is there when it ends.
-    ///
-    /// # Examples
-    /// ```
-    /// use flowgate::prelude::*;
-    /// use futures::{SinkExt, StreamExt};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let (letters, mut failures) = futures::channel::mpsc::unbounded();
-    /// let flow = flowgate::source::iter((0..6u32).map(Ok::<u32, String>))
-    ///     .try_map_concurrent(2, |i| async move {
-    ///         if i % 3 == 0 { Err(format!("bad {i}")) } else { Ok(i) }
-    ///     })
-    ///     .dead_letters(letters.sink_map_err(|_| "the dead-letter queue closed"));
-    /// let summary = flow.summary();
-    /// let ok: Vec<u32> = flow.map(Result::unwrap).collect().await;
-    /// assert_eq!(ok, [1, 2, 4, 5]);
-    /// let failed: Vec<u64> = failures.map(|letter| letter.error.position()).collect().await;
-    /// assert_eq!(failed, [0, 3]);
-    /// assert_eq!(summary.get().unwrap().to_string(), "4 succeeded, 2 failed, 0 retries");
-    /// # }
-    /// ```
-    pub fn dead_letters<Si>(
-        self,
-        sink: Si,
-    ) -> crate::policy::DeadLetters<Self, Si, St::Ok, St::Error> {
-        crate::policy::DeadLetters::new(self, sink)
-    }
-
-    /// Lets up to `window` items be pulled and not yet yielded (items waiting out a
-    /// backoff included), while at most `limit` jobs still run at once.
-    ///
-    /// # Panics
-    /// Panics if `window < limit`, naming `window`.
-    #[track_caller]
-    pub fn with_window(mut self, window: usize) -> Self {
-        self.inner.set_window(window);
         self
     }
 }
@@ -305,23 +223,8 @@ macro_rules! guard_par_methods {
 
 pub(crate) use guard_par_methods;
 
-impl<St, U> crate::policy::dead_letters::sealed::Supervised for GuardedPar<St, U>
-where
-    St: TryStream,
-{
-    type Input = St::Ok;
-
-    fn keep_failed(&mut self) {
-        let policies = self.inner.settle_mut();
-        policies.keep_going = true;
-        policies.keep_failed = true;
-    }
-
-    fn take_failed(self: std::pin::Pin<&mut Self>, position: u64) -> Option<St::Ok> {
-        self.project().inner.settle_pinned().take_failed(position)
-    }
-
-    fn retried(&self) -> u64 {
-        self.inner.settle_ref().retried
-    }
-}
+super::guarded::supervised!(
+    impl<St, U> GuardedPar<St, U>
+    where
+        St: TryStream,
+);

@@ -119,6 +119,14 @@ impl<Fut: Future> Future for Timed<Fut> {
     }
 }
 
+/// Panics, naming `timeout` and `operator`, if `timeout` is zero.
+#[track_caller]
+pub(crate) fn check_timeout(timeout: Duration, operator: &str) {
+    if timeout.is_zero() {
+        panic!("flowgate: `with_timeout` needs a `timeout` above zero on `{operator}`");
+    }
+}
+
 /// What the policies keep of an item while it may be retried.
 struct Kept<T> {
     input: T,
