@@ -3,6 +3,7 @@
 mod accounting;
 mod blocking;
 mod dead_letters;
+mod peer_scenarios;
 mod rate_limit;
 mod retry;
 mod shutdown;
