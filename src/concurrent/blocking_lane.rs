@@ -228,6 +228,66 @@ where
     state.loops -= 1;
 }
 
+/// What a sweep of the deadlines leaves the consumer to do once the lock is released.
+struct Swept<T> {
+    /// Loops to spawn for queued jobs, now that abandoned ones no longer count.
+    spawn: usize,
+    /// Jobs timed out before a loop took them, to drop.
+    dropped: Vec<Queued<T>>,
+    /// The earliest deadline still running, for the timer.
+    earliest: Option<Instant>,
+}
+
+/// Reports the jobs past their deadline as timed out (into `into`), abandoning the
+/// running ones (their loops stop counting against `limit`) and taking out the ones no
+/// loop took yet.
+fn sweep_deadlines<T, O>(
+    state: &mut State<T, O>,
+    (timeout, timed_out): Timeout<O>,
+    limit: usize,
+    into: &mut Vec<(u64, Outcome<O>)>,
+) -> Swept<T> {
+    let now = Instant::now();
+    let mut dropped = Vec::new();
+    let mut at = 0;
+    while at < state.deadlines.len() {
+        let deadline = &mut state.deadlines[at];
+        if deadline.abandoned || deadline.due > now {
+            at += 1;
+            continue;
+        }
+        into.push((deadline.index, Ok(timed_out(timeout))));
+        if deadline.claimed {
+            deadline.abandoned = true;
+            state.loops -= 1;
+            at += 1;
+        } else {
+            let ticket = deadline.ticket;
+            state.deadlines.swap_remove(at);
+            if let Some(queued) = state.queue.iter().position(|q| q.ticket == ticket) {
+                dropped.extend(state.queue.remove(queued));
+            }
+        }
+    }
+    let waiting = state.queue.len().saturating_sub(state.idle);
+    let spawn = waiting.min(limit.saturating_sub(state.loops));
+    state.loops += spawn;
+    Swept {
+        spawn,
+        dropped,
+        earliest: earliest_due(&state.deadlines),
+    }
+}
+
+/// The earliest deadline of a job not abandoned.
+fn earliest_due(deadlines: &[Deadline]) -> Option<Instant> {
+    deadlines
+        .iter()
+        .filter(|deadline| !deadline.abandoned)
+        .map(|deadline| deadline.due)
+        .min()
+}
+
 fn deadline_of(deadlines: &mut [Deadline], ticket: u64) -> Option<&mut Deadline> {
     deadlines
         .iter_mut()
@@ -313,60 +373,6 @@ impl<F, T, O> BlockingLane<F, T, O> {
     pub(crate) fn set_timeout(&mut self, timeout: Duration, timed_out: fn(Duration) -> O) {
         self.timeout = Some((timeout, timed_out));
         self.shared.timed.store(true, Ordering::Relaxed);
-    }
-
-    /// Reports the jobs past their deadline as timed out (into `into`), abandoning the
-    /// running ones and dropping the ones no loop took yet; then, if `waker` is given
-    /// and nothing was reported, sets the timer for the earliest deadline. Returns the
-    /// loops to spawn for queued jobs, now that abandoned ones no longer count.
-    fn sweep_deadlines(
-        &mut self,
-        state: &mut State<T, O>,
-        into: &mut Vec<(u64, Outcome<O>)>,
-        waker: Option<&Waker>,
-    ) -> (usize, Vec<Queued<T>>) {
-        let Some((timeout, timed_out)) = self.timeout else {
-            return (0, Vec::new());
-        };
-        let now = Instant::now();
-        let mut dropped = Vec::new();
-        let mut reported = 0;
-        let mut earliest: Option<Instant> = None;
-        let mut at = 0;
-        while at < state.deadlines.len() {
-            let deadline = &mut state.deadlines[at];
-            if deadline.abandoned {
-                at += 1;
-                continue;
-            }
-            if deadline.due > now {
-                earliest = Some(earliest.map_or(deadline.due, |e| e.min(deadline.due)));
-                at += 1;
-                continue;
-            }
-            reported += 1;
-            into.push((deadline.index, Ok(timed_out(timeout))));
-            if deadline.claimed {
-                deadline.abandoned = true;
-                state.loops -= 1;
-                at += 1;
-            } else {
-                let ticket = deadline.ticket;
-                state.deadlines.swap_remove(at);
-                if let Some(queued) = state.queue.iter().position(|q| q.ticket == ticket) {
-                    dropped.extend(state.queue.remove(queued));
-                }
-            }
-        }
-        if reported == 0 {
-            if let (Some(waker), Some(due)) = (waker, earliest) {
-                self.arm_timer(due, waker);
-            }
-        }
-        let waiting = state.queue.len().saturating_sub(state.idle);
-        let spawn = waiting.min(self.limit.saturating_sub(state.loops));
-        state.loops += spawn;
-        (spawn, dropped)
     }
 
     /// Sets the timer to wake the consumer (`waker`) at `due`, the earliest deadline.
@@ -468,15 +474,6 @@ where
             }
             if let Some((timeout, _)) = self.timeout {
                 let due = Instant::now() + timeout;
-                // A consumer that registered its waker before this hand-over waits for
-                // results: it must also be woken at the earliest deadline.
-                let earliest = state
-                    .deadlines
-                    .iter()
-                    .filter(|deadline| !deadline.abandoned)
-                    .map(|deadline| deadline.due)
-                    .fold(due, Instant::min);
-                arm_for = state.consumer.clone().map(|waker| (earliest, waker));
                 let deadlines = self.starting.iter().map(|queued| Deadline {
                     ticket: queued.ticket,
                     index: queued.index,
@@ -487,6 +484,11 @@ where
                 state.deadlines.extend(deadlines);
             }
             state.queue.extend(self.starting.drain(..));
+            if self.timeout.is_some() {
+                // A consumer that registered its waker before this hand-over waits for
+                // results: it must also be woken at the earliest deadline.
+                arm_for = state.consumer.clone().zip(earliest_due(&state.deadlines));
+            }
             let signal = count.min(state.idle);
             state.idle -= signal;
             state.signals += signal;
@@ -498,7 +500,7 @@ where
             self.shared.job_ready.notify_one();
         }
         self.spawn_loops(spawn);
-        if let Some((due, waker)) = arm_for {
+        if let Some((waker, due)) = arm_for {
             self.arm_timer(due, &waker);
         }
         Handover::OffRuntime
@@ -510,29 +512,18 @@ where
 
     fn collect(&mut self, into: &mut Vec<(u64, Outcome<O>)>, waker: Option<&Waker>) -> Pace {
         self.shared.failure_finished.store(false, Ordering::Release);
-        if self.timeout.is_some() {
-            let shared = Arc::clone(&self.shared);
-            let mut state = lock(&shared.state);
-            if state.closed {
-                return Pace::FirstPoll;
-            }
-            into.append(&mut state.finished);
-            let before = into.len();
-            let waker = waker.filter(|_| before == 0);
-            let (spawn, dropped) = self.sweep_deadlines(&mut state, into, waker);
-            if into.is_empty() {
-                if let Some(waker) = waker {
-                    state.consumer = Some(waker.clone());
-                }
-            }
-            drop(state);
-            drop_contained(dropped);
-            self.spawn_loops(spawn);
-            return Pace::FirstPoll;
-        }
+        let mut swept = None;
         {
             let mut state = lock(&self.shared.state);
             mem::swap(&mut state.finished, &mut self.taken);
+            if let Some(timeout) = self.timeout.filter(|_| !state.closed) {
+                swept = Some(sweep_deadlines(
+                    &mut state,
+                    timeout,
+                    self.limit,
+                    &mut self.taken,
+                ));
+            }
             if self.taken.is_empty() {
                 if let Some(waker) = waker {
                     match &state.consumer {
@@ -540,7 +531,13 @@ where
                         _ => state.consumer = Some(waker.clone()),
                     }
                 }
-                return Pace::FirstPoll;
+            }
+        }
+        if let Some(swept) = swept {
+            drop_contained(swept.dropped);
+            self.spawn_loops(swept.spawn);
+            if let (true, Some(waker), Some(due)) = (self.taken.is_empty(), waker, swept.earliest) {
+                self.arm_timer(due, waker);
             }
         }
         into.append(&mut self.taken);

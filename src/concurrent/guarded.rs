@@ -143,7 +143,6 @@ where
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         super::policies::check_timeout(timeout, self.inner.operator());
         self.inner.mapper_mut().timeout = Some(timeout);
-        self.inner.settle_mut().timeout = Some(timeout);
         self
     }
 }

@@ -145,7 +145,6 @@ where
         self.inner
             .lane_mut()
             .set_timeout(timeout, TimedOutput::TimedOut);
-        self.inner.settle_mut().timeout = Some(timeout);
         self
     }
 }

@@ -189,7 +189,6 @@ impl<T> ByPosition<T> {
 
 /// The failure policies of a guarded operator: the engine's [`Settle`] for it.
 pub(crate) struct Policies<T, E> {
-    pub(crate) timeout: Option<Duration>,
     retry: Option<Retry<E>>,
     /// How to copy an input for its next attempt (set with the retry policy, which
     /// needs `T: Clone`).
@@ -213,7 +212,6 @@ pub(crate) struct Policies<T, E> {
 impl<T, E> Policies<T, E> {
     pub(crate) fn new() -> Self {
         Policies {
-            timeout: None,
             retry: None,
             copy: None,
             keep_going: false,

@@ -139,14 +139,12 @@ fn upstream(
     n: u64,
     window: usize,
     yielded: &Arc<AtomicU64>,
-    worst: &Arc<AtomicU64>,
 ) -> impl futures::Stream<Item = Result<u64, String>> + Send + 'static {
-    let (yielded, worst) = (yielded.clone(), worst.clone());
+    let yielded = yielded.clone();
     let pulled = Arc::new(AtomicU64::new(0));
     flowgate::source::iter((0..n).map(Ok)).inspect(move |_| {
         let pulled = pulled.fetch_add(1, Ordering::SeqCst) + 1;
         let held = pulled - yielded.load(Ordering::SeqCst);
-        worst.fetch_max(held, Ordering::SeqCst);
         assert!(held <= window as u64, "{held} items held, window {window}");
     })
 }
@@ -194,7 +192,7 @@ fn run_async(case: &Case) -> Result<(), TestCaseError> {
     runtime.block_on(async {
         let n = case.scripts.len() as u64;
         let window = case.limit + case.extra;
-        let (yielded, worst) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let yielded = Arc::new(AtomicU64::new(0));
         let calls = Arc::new(Mutex::new(vec![0u8; case.scripts.len()]));
         let scripts = case.scripts.clone();
         let f = move |position: u64| {
@@ -233,7 +231,7 @@ fn run_async(case: &Case) -> Result<(), TestCaseError> {
         };
         let token = CancellationToken::new();
         let retry = Retry::attempts(case.attempts).backoff(Backoff::exponential(MS, 8 * MS));
-        let source = upstream(n, window, &yielded, &worst);
+        let source = upstream(n, window, &yielded);
         let mut ledger = Ledger::default();
         let report;
         let letters = Arc::new(Mutex::new(Vec::new()));
@@ -327,7 +325,7 @@ fn run_blocking(case: &Case) -> Result<(), TestCaseError> {
     let outcome = runtime.block_on(async {
         let n = case.scripts.len() as u64;
         let window = case.limit + case.extra;
-        let (yielded, worst) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let yielded = Arc::new(AtomicU64::new(0));
         let calls = Arc::new(Mutex::new(vec![0u8; case.scripts.len()]));
         let scripts = case.scripts.clone();
         let hung = gate.clone();
@@ -357,7 +355,7 @@ fn run_blocking(case: &Case) -> Result<(), TestCaseError> {
         };
         let token = CancellationToken::new();
         let retry = Retry::attempts(case.attempts);
-        let source = upstream(n, window, &yielded, &worst);
+        let source = upstream(n, window, &yielded);
         let mut ledger = Ledger::default();
         let grace = MS * case.grace_ms as u32;
         let flow = if case.ordered {
