@@ -2,7 +2,7 @@
 //! item, a retry, or the end of the run ([`Policies`], the [`Settle`] of the guarded
 //! operators), and the per-attempt timeout of async jobs ([`Timed`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -127,63 +127,114 @@ pub(crate) fn check_timeout(timeout: Duration, operator: &str) {
     }
 }
 
-/// What the policies keep of an item while it may be retried.
-struct Kept<T> {
-    input: T,
-    /// Attempts started so far.
-    attempts: u32,
-    /// When its first attempt started: read only where a total time is set.
-    first_started: Option<Instant>,
-}
-
-/// Values by position, for the positions pulled and not yet settled: a ring from the
-/// oldest one kept. Positions are inserted in increasing order (those never inserted,
-/// such as upstream errors, are empty places), so every operation is O(1) and the ring
-/// spans at most the window.
+/// Values by position, for the positions admitted and not yet settled (at most the
+/// window's worth: an item settles when its attempt's outcome is taken back, in
+/// whatever order that happens).
+///
+/// A direct-mapped table: position `p` lives at `p & mask`, so the usual insert,
+/// lookup and removal cost a mask and a compare. A position whose place is taken by an
+/// older one still unsettled (an unordered run whose item waits far behind the others)
+/// goes to a small map beside the table; the table doubles once that map holds more
+/// than a quarter of its size. Memory follows the number of positions kept, never the
+/// span between the oldest and the newest.
 struct ByPosition<T> {
-    base: u64,
-    places: VecDeque<Option<T>>,
+    table: Vec<Option<(u64, T)>>,
+    spilled: HashMap<u64, T>,
 }
 
 impl<T> ByPosition<T> {
+    /// The table's first size.
+    const FIRST: usize = 64;
+
     fn new() -> Self {
         ByPosition {
-            base: 0,
-            places: VecDeque::new(),
+            table: Vec::new(),
+            spilled: HashMap::new(),
         }
     }
 
-    fn offset(&self, index: u64) -> Option<usize> {
-        let offset = usize::try_from(index.checked_sub(self.base)?).ok()?;
-        (offset < self.places.len()).then_some(offset)
+    #[inline]
+    fn place(&self, index: u64) -> usize {
+        // The table's length is a power of two: truncating to usize keeps the low bits.
+        (index as usize) & (self.table.len() - 1)
     }
 
+    #[inline]
     fn insert(&mut self, index: u64, value: T) {
-        if self.places.is_empty() {
-            self.base = index;
+        if self.table.is_empty() {
+            self.table.resize_with(Self::FIRST, || None);
         }
-        let offset = usize::try_from(index - self.base)
-            .expect("flowgate: kept positions lie within the window");
-        debug_assert!(offset >= self.places.len(), "positions are kept in order");
-        if offset > self.places.len() {
-            self.places.resize_with(offset, || None);
+        let place = self.place(index);
+        match &mut self.table[place] {
+            free @ None => *free = Some((index, value)),
+            Some(_) => self.spill(index, value),
         }
-        self.places.push_back(Some(value));
     }
 
+    #[cold]
+    fn spill(&mut self, index: u64, value: T) {
+        let previous = self.spilled.insert(index, value);
+        debug_assert!(previous.is_none(), "a position is kept once");
+        if self.spilled.len() > self.table.len() / 4 {
+            self.grow();
+        }
+    }
+
+    /// Doubles the table, moving the spilled values that find a free place into it.
+    fn grow(&mut self) {
+        let size = self.table.len() * 2;
+        let old = std::mem::take(&mut self.table);
+        self.table.resize_with(size, || None);
+        // Two positions with different places keep different places in a table twice
+        // the size: the table's own values never meet.
+        for (index, value) in old.into_iter().flatten() {
+            let place = self.place(index);
+            self.table[place] = Some((index, value));
+        }
+        let spilled = std::mem::take(&mut self.spilled);
+        for (index, value) in spilled {
+            let place = self.place(index);
+            match &mut self.table[place] {
+                free @ None => *free = Some((index, value)),
+                Some(_) => {
+                    self.spilled.insert(index, value);
+                }
+            }
+        }
+    }
+
+    #[inline]
     fn get_mut(&mut self, index: u64) -> Option<&mut T> {
-        let offset = self.offset(index)?;
-        self.places[offset].as_mut()
+        if self.table.is_empty() {
+            return None;
+        }
+        let place = self.place(index);
+        match &mut self.table[place] {
+            Some((at, value)) if *at == index => Some(value),
+            _ => self.spilled.get_mut(&index),
+        }
     }
 
+    #[inline]
     fn remove(&mut self, index: u64) -> Option<T> {
-        let offset = self.offset(index)?;
-        let value = self.places[offset].take();
-        while let Some(None) = self.places.front() {
-            self.places.pop_front();
-            self.base += 1;
+        if self.table.is_empty() {
+            return None;
         }
-        value
+        let place = self.place(index);
+        let entry = &mut self.table[place];
+        if matches!(entry, Some((at, _)) if *at == index) {
+            return entry.take().map(|(_, value)| value);
+        }
+        if self.spilled.is_empty() {
+            None
+        } else {
+            self.spilled.remove(&index)
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.table.iter().flatten().count() + self.spilled.len()
     }
 }
 
@@ -195,8 +246,15 @@ pub(crate) struct Policies<T, E> {
     copy: Option<fn(&T) -> T>,
     pub(crate) keep_going: bool,
     pub(crate) catch_panics: bool,
-    /// Items that may be retried, by position: only while a retry policy is set.
-    kept: ByPosition<Kept<T>>,
+    /// Inputs of the items that may be retried, by position: only while a retry policy
+    /// is set.
+    kept: ByPosition<T>,
+    /// Attempts started so far, for the items whose attempt failed at least once (one
+    /// attempt for the others).
+    attempts: HashMap<u64, u32>,
+    /// When each kept item's first attempt started: only where the retry policy has a
+    /// total time.
+    first_started: ByPosition<Instant>,
     /// Whether the kept input of an item that failed for good is put aside for its
     /// dead letter (see `dead_letters`).
     pub(crate) keep_failed: bool,
@@ -217,6 +275,8 @@ impl<T, E> Policies<T, E> {
             keep_going: false,
             catch_panics: false,
             kept: ByPosition::new(),
+            attempts: HashMap::new(),
+            first_started: ByPosition::new(),
             keep_failed: false,
             failed: HashMap::new(),
             retried: 0,
@@ -268,14 +328,13 @@ where
         }
     }
 
+    #[inline]
     fn admitted(&mut self, index: u64, input: &T) {
         if let Some(copy) = self.copy {
-            let kept = Kept {
-                input: copy(input),
-                attempts: 1,
-                first_started: self.clock.then(Instant::now),
-            };
-            self.kept.insert(index, kept);
+            self.kept.insert(index, copy(input));
+            if self.clock {
+                self.first_started.insert(index, Instant::now());
+            }
         }
     }
 
@@ -309,7 +368,7 @@ where
             .get_mut(index)
             .expect("flowgate: an item waiting for a retry keeps its input");
         let copy = self.copy.expect("flowgate: retries copy their input");
-        copy(&kept.input)
+        copy(kept)
     }
 
     #[inline]
@@ -371,23 +430,29 @@ impl<T, E> Policies<T, E> {
         worth: bool,
         error: impl FnOnce(u32) -> Error<E>,
     ) -> Settled<Result<U, Error<E>>> {
-        let attempts = self.kept.get_mut(index).map_or(1, |kept| kept.attempts);
+        let attempts = self.attempts.get(&index).copied().unwrap_or(1);
         if worth {
-            if let (Some(retry), Some(kept)) = (&self.retry, self.kept.get_mut(index)) {
-                let elapsed = kept.first_started.map_or(Duration::ZERO, |first| {
-                    Instant::now().saturating_duration_since(first)
-                });
+            // Only a kept item can have another attempt: its input is needed again.
+            let kept = self.kept.get_mut(index).is_some();
+            if let (Some(retry), true) = (&self.retry, kept) {
+                let elapsed = self
+                    .first_started
+                    .get_mut(index)
+                    .map_or(Duration::ZERO, |first| {
+                        Instant::now().saturating_duration_since(*first)
+                    });
                 if let Some(delay) = retry.next_delay(index, attempts, elapsed) {
-                    kept.attempts += 1;
+                    self.attempts.insert(index, attempts + 1);
                     self.retried += 1;
                     return Settled::Retry(delay);
                 }
             }
         }
         if self.keep_failed {
-            if let Some(kept) = self.kept.remove(index) {
-                self.failed.insert(index, kept.input);
+            if let Some(input) = self.kept.remove(index) {
+                self.failed.insert(index, input);
             }
+            self.forget_retries(index);
         } else {
             self.forget(index);
         }
@@ -403,11 +468,24 @@ impl<T, E> Policies<T, E> {
 
     /// Drops what was kept for a settled item (its input is the user's: a panic in its
     /// destructor is contained, as for any value the engine drops on its own).
+    #[inline]
     fn forget(&mut self, index: u64) {
-        if let Some(kept) = self.kept.remove(index) {
+        if let Some(input) = self.kept.remove(index) {
             if std::mem::needs_drop::<T>() {
-                drop_contained(kept);
+                drop_contained(input);
             }
+        }
+        self.forget_retries(index);
+    }
+
+    /// Drops the item's count of attempts and its start time, if it has them.
+    #[inline]
+    fn forget_retries(&mut self, index: u64) {
+        if !self.attempts.is_empty() {
+            self.attempts.remove(&index);
+        }
+        if self.clock {
+            self.first_started.remove(index);
         }
     }
 }
@@ -417,26 +495,68 @@ mod tests {
     use super::ByPosition;
 
     #[test]
-    fn values_by_position_skip_gaps_and_shrink_from_the_front() {
+    fn values_by_position_are_found_and_removed_once() {
         let mut kept = ByPosition::new();
+        assert_eq!(kept.get_mut(0), None, "nothing kept yet");
+        assert_eq!(kept.remove(0), None);
         kept.insert(3, "three");
         kept.insert(4, "four");
         kept.insert(7, "seven");
         assert_eq!(kept.get_mut(5), None, "a gap");
-        assert_eq!(kept.get_mut(2), None, "before the ring");
-        assert_eq!(kept.get_mut(9), None, "after the ring");
-        assert_eq!(kept.remove(4), Some("four"));
-        assert_eq!(kept.places.len(), 5, "the front is still kept");
-        assert_eq!(kept.remove(3), Some("three"));
         assert_eq!(
-            (kept.base, kept.places.len()),
-            (7, 1),
-            "gaps dropped with the front"
+            kept.get_mut(3 + 64),
+            None,
+            "the same place, another position"
         );
+        assert_eq!(kept.remove(4), Some("four"));
+        assert_eq!(kept.remove(4), None, "removed once");
+        assert_eq!(kept.get_mut(7), Some(&mut "seven"));
+        assert_eq!(kept.remove(3), Some("three"));
         assert_eq!(kept.remove(7), Some("seven"));
-        assert!(kept.places.is_empty());
-        assert_eq!(kept.remove(7), None);
+        assert_eq!(kept.len(), 0);
         kept.insert(100, "again");
         assert_eq!(kept.get_mut(100), Some(&mut "again"));
+    }
+
+    #[test]
+    fn a_position_kept_far_behind_the_others_costs_no_memory_for_the_span() {
+        // Unordered: position 0 waits while a million others pass, 32 at a time.
+        let mut kept = ByPosition::new();
+        kept.insert(0u64, 0u64);
+        let live = 32u64;
+        for index in 1..1_000_000u64 {
+            kept.insert(index, index);
+            if index > live {
+                assert_eq!(kept.remove(index - live), Some(index - live));
+            }
+        }
+        assert_eq!(kept.remove(0), Some(0), "the old position is still there");
+        assert!(
+            kept.table.len() <= 256,
+            "the table follows the positions kept, not their span: {} places",
+            kept.table.len()
+        );
+        assert_eq!(kept.len(), live as usize);
+    }
+
+    #[test]
+    fn many_positions_kept_at_once_grow_the_table_and_all_stay_found() {
+        let mut kept = ByPosition::new();
+        // Every 64th position first: all share one place in the first table.
+        let order: Vec<u64> = (0..64)
+            .flat_map(|offset| (0..40).map(move |round| round * 64 + offset))
+            .collect();
+        for &index in &order {
+            kept.insert(index, index * 10);
+        }
+        assert_eq!(kept.len(), order.len());
+        for &index in &order {
+            assert_eq!(kept.get_mut(index).copied(), Some(index * 10), "{index}");
+        }
+        for &index in order.iter().rev() {
+            assert_eq!(kept.remove(index), Some(index * 10), "{index}");
+        }
+        assert_eq!(kept.len(), 0);
+        assert!(kept.spilled.is_empty());
     }
 }

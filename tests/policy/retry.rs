@@ -534,3 +534,40 @@ fn the_policies_hold_on_any_number_of_workers() {
         });
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn unordered_items_retried_far_behind_the_others_keep_their_inputs() {
+    // Items 0 and 100 fail their first attempts and wait out a long backoff while
+    // thousands of others pass them: each retry gets its own input back.
+    let calls = Calls::default();
+    let start = Instant::now();
+    let seen = calls.clone();
+    let out: Vec<u32> = items(5000)
+        .try_map_concurrent_unordered(8, move |i| {
+            let attempt = seen.record(i, start);
+            async move {
+                sleep(MS).await;
+                if (i == 0 || i == 100) && attempt < 3 {
+                    Err(format!("busy {i}"))
+                } else {
+                    Ok(i)
+                }
+            }
+        })
+        .with_retry(Retry::attempts(3).backoff(Backoff::fixed(400 * MS)))
+        .map(|r| r.expect("every item succeeds in the end"))
+        .collect()
+        .await;
+    assert_eq!(out.len(), 5000);
+    assert_eq!(out.iter().filter(|&&i| i == 0 || i == 100).count(), 2);
+    let mut sorted = out.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, (0..5000).collect::<Vec<_>>(), "each item once");
+    assert_eq!(calls.of(0), [0, 401, 802]);
+    let at = calls.of(100);
+    assert_eq!(
+        [at[1] - at[0], at[2] - at[1]],
+        [401, 401],
+        "each attempt takes 1 ms, each backoff 400 ms: {at:?}"
+    );
+}

@@ -351,9 +351,10 @@ fn finish<T, Fut>(future: &mut FutureBox<Fut>, outcome: Outcome<T>) -> Outcome<T
             drop_contained(output);
             Err(payload)
         }
-        (outcome, destructor) => {
-            // The job's own panic (or output) wins; the destructor's is contained.
-            drop_contained(destructor);
+        (outcome, None) => outcome,
+        (outcome, Some(payload)) => {
+            // The job's own panic wins; the destructor's is contained.
+            drop_contained(payload);
             outcome
         }
     }
