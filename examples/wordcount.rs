@@ -4,17 +4,25 @@
 //! cargo run --release --example wordcount                    # 5,000,000 generated lines
 //! cargo run --release --example wordcount -- --lines 200000  # fewer
 //! cargo run --release --example wordcount -- corpus.txt      # a file
+//! cargo run --release --example wordcount -- --all corpus.txt  # every word and its count
 //! ```
 //!
 //! The pipeline is the classic "generator -> chunks -> pool.map" recipe done as a stream.
-//! A generator produces the text on demand, in blocks of whole lines of about 1 MiB
-//! (generated, or read from the file with `tokio::fs`, one block per pull).
+//! A generator produces the text on demand, in blocks of whole lines of about 1 MiB.
+//! Generated text comes in blocks of bytes; a file is read with `flowgate::source::lines`
+//! (numbered lines, read as they are pulled) and cut into blocks of about 1 MiB with
+//! `chunks_weighted`. A line that is not UTF-8 is reported with the path and its number,
+//! and the rest of the file is still counted.
 //! `par_map_unordered` counts the words of each block on the blocking pool; cutting a
-//! block into lines and words is part of that work, so the consumer's thread only
-//! produces blocks and merges counts, as they arrive. A block holds some 20,000 lines and
-//! 190,000 words but fewer than 10,000 distinct words, so merging is small next to
-//! counting. At most `workers` blocks are pulled and not yet merged, plus the one being
-//! produced: memory does not grow with the input.
+//! block into words is part of that work, so the consumer's thread only produces blocks
+//! and merges counts, as they arrive. A block holds some 20,000 lines and 190,000 words
+//! but fewer than 10,000 distinct words, so merging is small next to counting. At most
+//! `workers` blocks are pulled and not yet merged, plus the one being produced: memory
+//! does not grow with the input.
+//!
+//! A word is a run of bytes other than ASCII white space (space, tab, newline, vertical
+//! tab, form feed, carriage return), case and punctuation kept: the counts printed by
+//! `--all` equal those of `LC_ALL=C tr -s '[:space:]' '\n' < FILE | sort | uniq -c`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -23,7 +31,6 @@ use std::time::Instant;
 use flowgate::prelude::*;
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use tokio::io::AsyncReadExt;
 
 /// Bytes per block of lines: some 20,000 lines, milliseconds of counting.
 const BLOCK_BYTES: usize = 1 << 20;
@@ -35,12 +42,16 @@ const TOP: usize = 20;
 struct Args {
     lines: u64,
     path: Option<String>,
+    all: bool,
 }
+
+const USAGE: &str = "usage: wordcount [--lines N] [--all] [PATH]";
 
 fn parse_args() -> Args {
     let mut args = Args {
         lines: 5_000_000,
         path: None,
+        all: false,
     };
     let mut argv = std::env::args().skip(1);
     while let Some(arg) = argv.next() {
@@ -52,14 +63,13 @@ fn parse_args() -> Args {
                     std::process::exit(2)
                 });
             }
+            "--all" => args.all = true,
             "-h" | "--help" => {
-                println!("usage: wordcount [--lines N] [PATH]");
+                println!("{USAGE}");
                 std::process::exit(0)
             }
             flag if flag.starts_with('-') => {
-                eprintln!(
-                    "wordcount: unknown option {flag:?} (usage: wordcount [--lines N] [PATH])"
-                );
+                eprintln!("wordcount: unknown option {flag:?} ({USAGE})");
                 std::process::exit(2)
             }
             path => args.path = Some(path.to_string()),
@@ -158,55 +168,67 @@ fn generated(lines: u64) -> BoxStream<'static, Vec<u8>> {
     .boxed()
 }
 
-/// The lines of a file, in blocks of whole lines read as they are pulled (never the whole
-/// file at once). A block ends after the last newline read; the rest starts the next one.
-async fn from_file(path: &str) -> std::io::Result<BoxStream<'static, Vec<u8>>> {
-    let mut file = tokio::fs::File::open(path).await?;
-    let path = path.to_string();
-    Ok(stream! {
-        let mut rest = Vec::new();
-        loop {
-            let mut block = std::mem::take(&mut rest);
-            let start = block.len();
-            block.resize(start + BLOCK_BYTES, 0);
-            let read = file.read(&mut block[start..]).await.unwrap_or_else(|error| {
-                eprintln!("wordcount: reading {path}: {error}");
-                std::process::exit(1)
-            });
-            block.truncate(start + read);
-            if read == 0 {
-                if !block.is_empty() {
-                    yield block; // the last line, without a newline
+/// The lines of a file, read as they are pulled, in blocks of about `BLOCK_BYTES`. A line
+/// that cannot be read as text is reported (path and line number) and left out; an I/O
+/// error or a missing file ends the program with its message.
+fn from_file(path: &str) -> BoxStream<'static, Vec<String>> {
+    flowgate::source::lines(path)
+        .filter_map(|line| {
+            let text = match line {
+                Ok(line) => Some(line.text),
+                Err(error) if error.is_recoverable() => {
+                    eprintln!("wordcount: {error}; the line is not counted");
+                    None
                 }
-                break;
-            }
-            match block.iter().rposition(|&byte| byte == b'\n') {
-                Some(newline) => {
-                    rest = block.split_off(newline + 1);
-                    yield block;
+                Err(error) => {
+                    eprintln!("wordcount: {error}");
+                    std::process::exit(1)
                 }
-                None => rest = block, // no line ends yet: read on
-            }
-        }
-    }
-    .boxed())
+            };
+            std::future::ready(text)
+        })
+        .chunks_weighted(BLOCK_BYTES, |text| text.len() + 1)
+        .boxed()
 }
 
-/// Counts the lines and the words of one block (runs on a blocking-pool thread).
-fn count_block(block: Vec<u8>) -> Result<(usize, Counts<String>), std::str::Utf8Error> {
-    let text = std::str::from_utf8(&block)?;
-    let mut counts: Counts<&str> = Counts::default();
-    for word in text.split_ascii_whitespace() {
+/// Whether `c` separates words: ASCII white space, as `tr`'s `[:space:]` in the C locale.
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r')
+}
+
+/// Counts the words of `text` into `counts`.
+fn count_words<'a>(text: &'a str, counts: &mut Counts<&'a str>) {
+    for word in text.split(is_space).filter(|word| !word.is_empty()) {
         *counts.entry(word).or_insert(0) += 1;
     }
-    // Every line ends with a newline, except perhaps the last line of a file.
-    let lines = block.iter().filter(|&&byte| byte == b'\n').count()
-        + usize::from(block.last().is_some_and(|&byte| byte != b'\n'));
-    let owned = counts
+}
+
+fn owned(counts: Counts<&str>) -> Counts<String> {
+    counts
         .into_iter()
         .map(|(word, n)| (word.to_string(), n))
-        .collect();
-    Ok((lines, owned))
+        .collect()
+}
+
+/// Counts the lines and the words of one generated block (runs on a blocking-pool
+/// thread).
+fn count_block(block: Vec<u8>) -> (usize, Counts<String>) {
+    let text = std::str::from_utf8(&block).expect("generated text is UTF-8");
+    let mut counts = Counts::default();
+    count_words(text, &mut counts);
+    let lines = block.iter().filter(|&&byte| byte == b'\n').count()
+        + usize::from(block.last().is_some_and(|&byte| byte != b'\n'));
+    (lines, owned(counts))
+}
+
+/// Counts the lines and the words of a block of a file's lines (runs on a blocking-pool
+/// thread).
+fn count_lines(block: Vec<String>) -> (usize, Counts<String>) {
+    let mut counts = Counts::default();
+    for line in &block {
+        count_words(line, &mut counts);
+    }
+    (block.len(), owned(counts))
 }
 
 /// Peak resident memory of this process (Linux), in MiB.
@@ -222,22 +244,19 @@ async fn main() {
     let args = parse_args();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let started = Instant::now();
-    let blocks = match &args.path {
-        Some(path) => from_file(path).await.unwrap_or_else(|error| {
-            eprintln!("wordcount: cannot open {path}: {error}");
-            std::process::exit(1)
-        }),
-        None => generated(args.lines),
+    let per_block = match &args.path {
+        Some(path) => from_file(path)
+            .par_map_unordered(workers, count_lines)
+            .boxed(),
+        None => generated(args.lines)
+            .par_map_unordered(workers, count_block)
+            .boxed(),
     };
 
     let mut total: Counts<String> = Counts::default();
     let mut line_count = 0usize;
-    let mut per_block = blocks.par_map_unordered(workers, count_block);
-    while let Some(counted) = per_block.next().await {
-        let (lines, counts) = counted.unwrap_or_else(|_| {
-            eprintln!("wordcount: the input is not UTF-8 text");
-            std::process::exit(1)
-        });
+    let mut per_block = per_block;
+    while let Some((lines, counts)) = per_block.next().await {
         line_count += lines;
         for (word, n) in counts {
             *total.entry(word).or_insert(0) += n;
@@ -245,6 +264,14 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
 
+    if args.all {
+        let mut all: Vec<(&String, &u64)> = total.iter().collect();
+        all.sort_unstable();
+        for (word, n) in all {
+            println!("{n} {word}");
+        }
+        return;
+    }
     let mut top: Vec<(&String, &u64)> = total.iter().collect();
     top.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
     println!("top {TOP} of {} distinct words:", total.len());

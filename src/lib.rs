@@ -53,6 +53,10 @@
 //! | batches by size (bytes, cost) | [`chunks_weighted`](FlowExt::chunks_weighted) | `Vec` chunks |
 //! | batches by count only | `futures::StreamExt::chunks` | `Vec` chunks |
 //! | a lazy source from an iterator | [`source::iter`] | items |
+//! | a text file of any size | [`source::lines`] | numbered lines; bad lines as errors naming path and line |
+//! | an iterator that blocks (a database cursor) | [`source::blocking_iter`] | items, read ahead a bounded way on a blocking thread |
+//! | results to a file or stdout | [`sink::lines`], [`sink::encoded`] | a `futures::Sink` |
+//! | tests of your own pipelines | `flowgate::testing` (feature `test-util`) | mock sources and services, probes, leak checks |
 //! | at most n items per period | [`rate_limit`](FlowExt::rate_limit) | items |
 //!
 //! An ordered operator with a rare slow item stalls once `limit` results wait behind it;
@@ -258,7 +262,10 @@ pub mod concurrent;
 mod error;
 mod ext;
 pub mod policy;
+pub mod sink;
 pub mod source;
+#[cfg(feature = "test-util")]
+pub mod testing;
 
 pub use error::{Cause, Error};
 pub use ext::{FlowExt, TryFlowExt};

@@ -71,6 +71,40 @@ async fn flushes_max_wait_after_the_chunks_first_item() {
     assert_eq!(end, 400);
 }
 
+/// The same schedule scripted with the test kit's `MockSource`, which also shows when
+/// `chunks_within` pulled: at once after each item, never ahead of time.
+#[tokio::test(start_paused = true)]
+async fn flushes_max_wait_after_the_chunks_first_item_with_a_mock_source() {
+    use flowgate::testing::MockSource;
+    let readings = MockSource::new()
+        .wait(ms(30))
+        .item(0)
+        .wait(ms(50))
+        .item(1)
+        .wait(ms(120))
+        .item(2)
+        .wait(ms(50))
+        .item(3)
+        .wait(ms(10))
+        .item(4)
+        .wait(ms(90))
+        .item(5)
+        .wait(ms(50));
+    let pulls = readings.handle();
+    let (chunks, end) = timed(readings.chunks_within(10, ms(100))).await;
+    assert_eq!(
+        chunks,
+        vec![(130, vec![0, 1]), (300, vec![2, 3, 4]), (400, vec![5])]
+    );
+    assert_eq!(end, 400);
+    assert_eq!(
+        pulls.pulled_at(),
+        [0, 30, 80, 200, 250, 260, 350].map(ms),
+        "one pull per item, each as the previous item arrived, and one for the end"
+    );
+    assert!(pulls.is_finished());
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_timer_restarts_at_each_chunks_first_item() {
     let readings = stream! {

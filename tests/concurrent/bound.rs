@@ -14,8 +14,15 @@ async fn slow_consumer(op: Op) {
     for window in windows(op, LIMIT) {
         let context = format!("{} window {window:?}", op.name());
         let probe = Probe::new();
+        // The test kit's probe beside the counters: it sees the operator from outside.
+        let kit = flowgate::testing::Probe::new();
         let work = Work::new(&probe);
-        let mut flow = build(op, LIMIT, window, source(oks(N), &probe), work);
+        let flow = build(op, LIMIT, window, kit.input(source(oks(N), &probe)), work);
+        // Results carry value(i) = 3i + 1: their input position, whatever the order.
+        let mut flow: Flow = Box::pin(kit.output_by(flow, |item: &Item| match item {
+            Ok(v) => (v - 1) / 3,
+            Err(_) => unreachable!("no item fails"),
+        }));
         let mut out = Vec::new();
         loop {
             let item = next(&mut flow, &probe).await;
@@ -42,6 +49,15 @@ async fn slow_consumer(op: Op) {
             "{context}: {} jobs ran at once",
             probe.max_running()
         );
+        let bound = window.unwrap_or(LIMIT) as u64;
+        kit.assert_max_in_flight(bound);
+        assert_eq!(
+            kit.max_in_flight(),
+            bound,
+            "{context}: the bound is not filled"
+        );
+        kit.assert_pulled(N);
+        kit.assert_yielded(N);
     }
 }
 

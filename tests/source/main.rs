@@ -7,6 +7,9 @@ use std::sync::Arc;
 
 use flowgate::prelude::*;
 use flowgate::source::Iter;
+
+mod blocking_iter;
+mod lines;
 use futures::stream::FusedStream;
 use futures::{Stream, StreamExt};
 
