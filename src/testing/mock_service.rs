@@ -224,7 +224,22 @@ where
         }
     }
 
-    fn rule(self, item: K, rule: Rule) -> Self {
+    /// Adds a rule for the `attempts` of `item`.
+    #[track_caller]
+    fn rule(
+        self,
+        item: K,
+        attempts: impl RangeBounds<u32>,
+        behaviour: Option<Behaviour>,
+        latency: Option<Duration>,
+    ) -> Self {
+        let (from, to) = self::attempts(attempts);
+        let rule = Rule {
+            from,
+            to,
+            behaviour,
+            latency,
+        };
         lock(&self.state).rules.entry(item).or_default().push(rule);
         self
     }
@@ -247,16 +262,7 @@ where
     /// If `attempts` is empty or starts at 0.
     #[track_caller]
     pub fn slow(self, item: K, attempts: impl RangeBounds<u32>, latency: Duration) -> Self {
-        let (from, to) = self::attempts(attempts);
-        self.rule(
-            item,
-            Rule {
-                from,
-                to,
-                behaviour: None,
-                latency: Some(latency),
-            },
-        )
+        self.rule(item, attempts, None, Some(latency))
     }
 
     /// The `attempts` of `item` fail with a [`MockError`] (after their latency).
@@ -289,16 +295,7 @@ where
 
     #[track_caller]
     fn behave(self, item: K, attempts: impl RangeBounds<u32>, behaviour: Behaviour) -> Self {
-        let (from, to) = self::attempts(attempts);
-        self.rule(
-            item,
-            Rule {
-                from,
-                to,
-                behaviour: Some(behaviour),
-                latency: None,
-            },
-        )
+        self.rule(item, attempts, Some(behaviour), None)
     }
 
     /// Records a new call of `item`: its attempt, latency and behaviour.
@@ -335,17 +332,6 @@ where
         (state.calls.len() - 1, attempt, latency, behaviour)
     }
 
-    fn end(state: &Mutex<State<K>>, call: usize, outcome: CallOutcome) {
-        let mut state = lock(state);
-        let now = Instant::now().duration_since(state.created);
-        let record = &mut state.calls[call];
-        if record.outcome == CallOutcome::Running {
-            record.outcome = outcome;
-            record.finished = Some(now);
-            state.running -= 1;
-        }
-    }
-
     /// Calls the service with `item`: a future that resolves to `Ok(item)` or to a
     /// scripted `Err(MockError)`, panics, or never finishes, after the scripted latency.
     /// The call is recorded now; dropping the future before it finishes records it as
@@ -373,19 +359,19 @@ where
         let (index, attempt, _, behaviour) = self.start(&item);
         match behaviour {
             None => {
-                Self::end(&self.state, index, CallOutcome::Succeeded);
+                end_call(&self.state, index, CallOutcome::Succeeded);
                 Ok(item)
             }
             Some(Behaviour::Fail) => {
-                Self::end(&self.state, index, CallOutcome::Failed);
+                end_call(&self.state, index, CallOutcome::Failed);
                 Err(MockError { item, attempt })
             }
             Some(Behaviour::Panic) => {
-                Self::end(&self.state, index, CallOutcome::Panicked);
+                end_call(&self.state, index, CallOutcome::Panicked);
                 panic!("scripted panic of item {item:?} (attempt {attempt})")
             }
             Some(Behaviour::Hang) => {
-                Self::end(&self.state, index, CallOutcome::Panicked);
+                end_call(&self.state, index, CallOutcome::Panicked);
                 panic!(
                     "flowgate: MockService::call_blocking cannot hang item {item:?} (attempt \
                      {attempt}): a blocking call cannot wait on tokio's clock; script a \
@@ -547,17 +533,17 @@ where
         match this.behaviour {
             Some(Behaviour::Panic) => {
                 let message = format!("scripted panic of item {item:?} (attempt {attempt})");
-                MockService::end(&this.state, this.index, CallOutcome::Panicked);
+                end_call(&this.state, this.index, CallOutcome::Panicked);
                 this.item = None;
                 std::panic::panic_any(message)
             }
             Some(Behaviour::Fail) => {
-                MockService::end(&this.state, this.index, CallOutcome::Failed);
+                end_call(&this.state, this.index, CallOutcome::Failed);
                 let item = this.item.take().expect("checked above");
                 Poll::Ready(Err(MockError { item, attempt }))
             }
             _ => {
-                MockService::end(&this.state, this.index, CallOutcome::Succeeded);
+                end_call(&this.state, this.index, CallOutcome::Succeeded);
                 Poll::Ready(Ok(this.item.take().expect("checked above")))
             }
         }
@@ -567,14 +553,19 @@ where
 impl<K> Drop for MockCall<K> {
     fn drop(&mut self) {
         if self.item.is_some() {
-            let mut state = lock(&self.state);
-            let now = Instant::now().duration_since(state.created);
-            let record = &mut state.calls[self.index];
-            if record.outcome == CallOutcome::Running {
-                record.outcome = CallOutcome::Cancelled;
-                record.finished = Some(now);
-                state.running -= 1;
-            }
+            end_call(&self.state, self.index, CallOutcome::Cancelled);
         }
+    }
+}
+
+/// Records how call `call` ended, unless it already has.
+fn end_call<K>(state: &Mutex<State<K>>, call: usize, outcome: CallOutcome) {
+    let mut state = lock(state);
+    let now = Instant::now().duration_since(state.created);
+    let record = &mut state.calls[call];
+    if record.outcome == CallOutcome::Running {
+        record.outcome = outcome;
+        record.finished = Some(now);
+        state.running -= 1;
     }
 }
