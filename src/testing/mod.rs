@@ -84,14 +84,14 @@
 //! are idle. Sleeps, timeouts, backoff, `rate_limit` and [`MockSource::wait`] then take
 //! no real time and happen at exact virtual instants.
 //!
-//! - **Blocking-lane work stops the jumps.** While a `par_map` job runs on a blocking
-//!   thread the runtime is not idle in tokio's sense only as long as something is
-//!   scheduled; a blocking job waiting for the runtime and a runtime waiting for the
-//!   job can leave the clock to jump ahead past your timeouts, or tests to hang. Test
-//!   the blocking lane's logic with [`MockService::call_blocking`] (no latency, no
-//!   hangs), order its steps with channels or barriers, and assert order, bounds and
-//!   loss, never durations. Time-dependent policies are the same code on both lanes:
-//!   test their timing on the async lane.
+//! - **Blocking-lane work stops the jumps.** While a task of tokio's blocking pool runs
+//!   (a `par_map` job, the reader of [`source::blocking_iter`](crate::source::blocking_iter),
+//!   tokio's own file I/O) the clock does not auto-advance: timers wait for real until
+//!   the blocking work ends, and a blocking job that waits for something behind a timer
+//!   never returns. Test the blocking lane's logic with [`MockService::call_blocking`]
+//!   (no latency, no hangs), order its steps with channels or barriers, and assert
+//!   order, bounds and loss, never durations; test schedules (backoff, timeouts) with
+//!   the async `try_` operators and [`MockService::call`].
 //! - **Real I/O does not advance virtual time**, and a timer elsewhere can fire first:
 //!   a test mixing files or sockets with the paused clock may see its timeouts expire
 //!   "instantly". Use [`MockSource`] and [`MockService`] instead, or a real clock.
