@@ -191,15 +191,34 @@ fn from_file(path: &str) -> BoxStream<'static, Vec<String>> {
         .boxed()
 }
 
-/// Whether `c` separates words: ASCII white space, as `tr`'s `[:space:]` in the C locale.
-fn is_space(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\x0B' | '\x0C' | '\r')
-}
+/// The bytes that separate words: ASCII white space as `tr`'s `[:space:]` in the C
+/// locale (space, tab, newline, vertical tab, form feed, carriage return).
+const SPACE: [bool; 256] = {
+    let mut space = [false; 256];
+    let mut i = 0;
+    while i < 6 {
+        space[[b' ', b'\t', b'\n', 0x0B, 0x0C, b'\r'][i] as usize] = true;
+        i += 1;
+    }
+    space
+};
 
-/// Counts the words of `text` into `counts`.
+/// Counts the words of `text` into `counts`, in one pass over its bytes (the separators
+/// are ASCII, so every cut falls between characters).
 fn count_words<'a>(text: &'a str, counts: &mut Counts<&'a str>) {
-    for word in text.split(is_space).filter(|word| !word.is_empty()) {
-        *counts.entry(word).or_insert(0) += 1;
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        while i < bytes.len() && SPACE[usize::from(bytes[i])] {
+            i += 1;
+        }
+        let start = i;
+        while i < bytes.len() && !SPACE[usize::from(bytes[i])] {
+            i += 1;
+        }
+        if i > start {
+            *counts.entry(&text[start..i]).or_insert(0) += 1;
+        }
     }
 }
 

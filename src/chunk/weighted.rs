@@ -67,7 +67,10 @@ impl<St: Stream, F: FnMut(&St::Item) -> usize> Stream for ChunksWeighted<St, F> 
             if complete && !me.buffer.is_empty() {
                 let budget = ready!(coop::poll_proceed(cx));
                 budget.made_progress();
-                let chunk = std::mem::take(me.buffer);
+                // The next chunk is likely about as long: room for as many items saves
+                // the buffer's regrowth item by item.
+                let room = me.buffer.len();
+                let chunk = std::mem::replace(me.buffer, Vec::with_capacity(room));
                 *me.weight = 0;
                 if let Some((item, weight)) = me.overflow.take() {
                     me.buffer.push(item);

@@ -301,7 +301,7 @@ impl Lines {
                 }
                 return Poll::Ready(Some(self.take_line()));
             }
-            let newline = available.iter().position(|&byte| byte == b'\n');
+            let newline = find_newline(available);
             let part = newline.unwrap_or(available.len());
             append(
                 &mut self.line,
@@ -318,6 +318,30 @@ impl Lines {
             }
         }
     }
+}
+
+/// The position of the first `\n` in `bytes`: eight bytes at a time (a byte of the word
+/// is zero after the XOR exactly where a newline is; the lowest flagged byte is the
+/// first one, as a borrow only flags bytes above a zero byte), the tail one at a time.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let word = u64::from_le_bytes(word.try_into().expect("chunks of eight bytes"));
+        let zeroed = word ^ NEWLINES;
+        let flags = zeroed.wrapping_sub(ONES) & !zeroed & HIGHS;
+        if flags != 0 {
+            return Some(offset + (flags.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    let tail = words.remainder();
+    tail.iter()
+        .position(|&byte| byte == b'\n')
+        .map(|at| offset + at)
 }
 
 /// Adds `bytes` to the line read so far, unless that makes it longer than `limit` (one
@@ -389,5 +413,27 @@ impl Stream for Lines {
 impl FusedStream for Lines {
     fn is_terminated(&self) -> bool {
         matches!(self.state, State::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::find_newline;
+
+    #[test]
+    fn the_first_newline_is_found_at_every_offset_and_among_lookalikes() {
+        for len in 0..40 {
+            for at in 0..len {
+                // Bytes that differ from `\n` by one bit, and 0x0b just above it.
+                let mut bytes: Vec<u8> =
+                    (0..len).map(|i| [0x0b, 0x8a, 0x0e, 0x09][i % 4]).collect();
+                assert_eq!(find_newline(&bytes), None, "len {len}");
+                bytes[at] = b'\n';
+                if at + 1 < len {
+                    bytes[at + 1] = b'\n';
+                }
+                assert_eq!(find_newline(&bytes), Some(at), "len {len}, at {at}");
+            }
+        }
     }
 }
