@@ -9,10 +9,9 @@
 //!
 //! The pipeline is the classic "generator -> chunks -> pool.map" recipe done as a stream.
 //! A generator produces the text on demand, in blocks of whole lines of about 1 MiB.
-//! Generated text comes in blocks of bytes; a file is read with `flowgate::source::lines`
-//! (numbered lines, read as they are pulled) and cut into blocks of about 1 MiB with
-//! `chunks_weighted`. A line that is not UTF-8 is reported with the path and its number,
-//! and the rest of the file is still counted.
+//! A file is read with `flowgate::source::lines` (numbered lines, read as they are
+//! pulled) and its lines joined into blocks; a line that is not UTF-8 is reported with
+//! the path and its number, and the rest of the file is still counted.
 //! `par_map_unordered` counts the words of each block on the blocking pool; cutting a
 //! block into words is part of that work, so the consumer's thread only produces blocks
 //! and merges counts, as they arrive. A block holds some 20,000 lines and 190,000 words
@@ -168,27 +167,40 @@ fn generated(lines: u64) -> BoxStream<'static, Vec<u8>> {
     .boxed()
 }
 
-/// The lines of a file, read as they are pulled, in blocks of about `BLOCK_BYTES`. A line
-/// that cannot be read as text is reported (path and line number) and left out; an I/O
-/// error or a missing file ends the program with its message.
-fn from_file(path: &str) -> BoxStream<'static, Vec<String>> {
-    flowgate::source::lines(path)
-        .filter_map(|line| {
-            let text = match line {
-                Ok(line) => Some(line.text),
+/// The lines of a file, read as they are pulled, joined into blocks of about
+/// `BLOCK_BYTES` (each line's memory is freed on this thread, as soon as it is copied:
+/// the workers get one buffer per block). A line that cannot be read as text is reported
+/// (path and line number) and left out; an I/O error or a missing file ends the program
+/// with its message.
+fn from_file(path: &str) -> BoxStream<'static, Vec<u8>> {
+    let lines = flowgate::source::lines(path);
+    stream! {
+        let mut lines = std::pin::pin!(lines);
+        let mut block = Vec::with_capacity(BLOCK_BYTES + 256);
+        while let Some(line) = lines.next().await {
+            match line {
+                Ok(line) => {
+                    block.extend_from_slice(line.text.as_bytes());
+                    block.push(b'\n');
+                    if block.len() >= BLOCK_BYTES {
+                        let full = std::mem::replace(&mut block, Vec::with_capacity(BLOCK_BYTES + 256));
+                        yield full;
+                    }
+                }
                 Err(error) if error.is_recoverable() => {
                     eprintln!("wordcount: {error}; the line is not counted");
-                    None
                 }
                 Err(error) => {
                     eprintln!("wordcount: {error}");
                     std::process::exit(1)
                 }
-            };
-            std::future::ready(text)
-        })
-        .chunks_weighted(BLOCK_BYTES, |text| text.len() + 1)
-        .boxed()
+            }
+        }
+        if !block.is_empty() {
+            yield block;
+        }
+    }
+    .boxed()
 }
 
 /// The bytes that separate words: ASCII white space as `tr`'s `[:space:]` in the C
@@ -229,25 +241,15 @@ fn owned(counts: Counts<&str>) -> Counts<String> {
         .collect()
 }
 
-/// Counts the lines and the words of one generated block (runs on a blocking-pool
+/// Counts the lines and the words of one block of whole lines (runs on a blocking-pool
 /// thread).
 fn count_block(block: Vec<u8>) -> (usize, Counts<String>) {
-    let text = std::str::from_utf8(&block).expect("generated text is UTF-8");
+    let text = std::str::from_utf8(&block).expect("blocks are made of text lines");
     let mut counts = Counts::default();
     count_words(text, &mut counts);
     let lines = block.iter().filter(|&&byte| byte == b'\n').count()
         + usize::from(block.last().is_some_and(|&byte| byte != b'\n'));
     (lines, owned(counts))
-}
-
-/// Counts the lines and the words of a block of a file's lines (runs on a blocking-pool
-/// thread).
-fn count_lines(block: Vec<String>) -> (usize, Counts<String>) {
-    let mut counts = Counts::default();
-    for line in &block {
-        count_words(line, &mut counts);
-    }
-    (block.len(), owned(counts))
 }
 
 /// Peak resident memory of this process (Linux), in MiB.
@@ -263,14 +265,11 @@ async fn main() {
     let args = parse_args();
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let started = Instant::now();
-    let per_block = match &args.path {
-        Some(path) => from_file(path)
-            .par_map_unordered(workers, count_lines)
-            .boxed(),
-        None => generated(args.lines)
-            .par_map_unordered(workers, count_block)
-            .boxed(),
+    let blocks = match &args.path {
+        Some(path) => from_file(path),
+        None => generated(args.lines),
     };
+    let per_block = blocks.par_map_unordered(workers, count_block);
 
     let mut total: Counts<String> = Counts::default();
     let mut line_count = 0usize;
