@@ -7,8 +7,8 @@ use futures_core::{Stream, TryStream};
 
 use crate::chunk::{ChunksWeighted, ChunksWithin};
 use crate::concurrent::{
-    MapConcurrent, MapConcurrentUnordered, ParMap, ParMapUnordered, TryMapConcurrent,
-    TryMapConcurrentUnordered, TryParMap, TryParMapUnordered,
+    MapConcurrent, MapConcurrentByKey, MapConcurrentByKeyUnordered, MapConcurrentUnordered, ParMap,
+    ParMapUnordered, TryMapConcurrent, TryMapConcurrentUnordered, TryParMap, TryParMapUnordered,
 };
 use crate::policy::RateLimit;
 
@@ -228,6 +228,132 @@ pub trait FlowExt: Stream {
     {
         assert_nonzero(limit, "limit", "map_concurrent_unordered");
         MapConcurrentUnordered::new(self, limit, f)
+    }
+
+    /// Runs `f(item)` one item at a time **per key** and up to `limit` items at once
+    /// across keys, on the tokio runtime, and yields the results **in input order**.
+    ///
+    /// `key(&item)` names the entity an item belongs to (an account, a device, a
+    /// document): its items run one after another, in input order, each starting as
+    /// soon as the previous one's job finished (not when its result is yielded), while
+    /// items of other keys run alongside.
+    ///
+    /// - **Bound:** at most `limit` jobs run, and at most `limit` items (or the window,
+    ///   [`MapConcurrentByKey::with_window`]) are pulled and not yet yielded, counting
+    ///   the items that wait for their key. Memory stays O(window) however skewed the
+    ///   keys, and a key is forgotten once nothing of it is in flight: memory does not
+    ///   grow with the number of distinct keys seen.
+    /// - **A slow key** does not hold the others up while the window has room: items
+    ///   of other keys are pulled past its waiting items and run. **A hot key** whose
+    ///   items fill the whole window stops the pulling until its items drain, one at a
+    ///   time: widen the window (`with_window`) so that other keys' items fit beside
+    ///   its backlog, or split the hot entity's work into finer keys where its order
+    ///   allows.
+    /// - **Progress, cancellation, panics:** as [`map_concurrent`](FlowExt::map_concurrent):
+    ///   jobs run while the consumer is busy, dropping the stream cancels them (and
+    ///   the items waiting for their key are dropped), and a panic in `key`, in `f` or
+    ///   in its future is re-raised in the consumer at that item's position, with its
+    ///   payload.
+    ///
+    /// `key` and `f` are called on the consumer's task; only the futures cross to the
+    /// runtime. The stream is `Send` when upstream, `key`, `f`, the items and the keys
+    /// (`Send + Sync`) are.
+    ///
+    /// # Panics
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// // (account, amount): an account's events apply one at a time, in order.
+    /// let events = flowgate::source::iter([("a", 10), ("b", 5), ("a", -3), ("c", 7), ("a", 1)]);
+    /// let start = tokio::time::Instant::now();
+    /// let applied: Vec<(&str, i32)> = events
+    ///     .map_concurrent_by_key(4, |(account, _)| *account, |event| async move {
+    ///         tokio::time::sleep(Duration::from_millis(10)).await; // a write to a store
+    ///         event
+    ///     })
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(applied, [("a", 10), ("b", 5), ("a", -3), ("c", 7), ("a", 1)]);
+    /// // Account a's three writes one after another; b and c alongside the first.
+    /// assert_eq!(start.elapsed(), Duration::from_millis(30));
+    /// # }
+    /// ```
+    #[track_caller]
+    fn map_concurrent_by_key<KF, K, F, Fut>(
+        self,
+        limit: usize,
+        key: KF,
+        f: F,
+    ) -> MapConcurrentByKey<Self, KF, K, F, Fut>
+    where
+        Self: Sized,
+        KF: FnMut(&Self::Item) -> K,
+        K: std::hash::Hash + Eq,
+        F: FnMut(Self::Item) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        assert_nonzero(limit, "limit", "map_concurrent_by_key");
+        MapConcurrentByKey::new(self, limit, key, f)
+    }
+
+    /// Like [`map_concurrent_by_key`](FlowExt::map_concurrent_by_key), but yields the
+    /// results **as they finish**: each key's results still in input order (its items
+    /// run one at a time), different keys' results in any order.
+    ///
+    /// The bound counts, as for the ordered form, the items running, waiting for their
+    /// key and finished but not yet yielded (at most `limit`, or the window); a result
+    /// leaves as soon as its job finished, so only a hot key whose waiting items fill
+    /// the window stops the pulling.
+    ///
+    /// # Panics
+    /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// // Device 1 is slow; device 2's readings are not held up by it.
+    /// let readings = flowgate::source::iter([(1, 'a'), (2, 'x'), (1, 'b'), (2, 'y'), (2, 'z')]);
+    /// let out: Vec<(u32, char)> = readings
+    ///     .map_concurrent_by_key_unordered(4, |(device, _)| *device, |(device, r)| async move {
+    ///         let ms = if device == 1 { 50 } else { 1 };
+    ///         tokio::time::sleep(Duration::from_millis(ms)).await;
+    ///         (device, r)
+    ///     })
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(out, [(2, 'x'), (2, 'y'), (2, 'z'), (1, 'a'), (1, 'b')]);
+    /// # }
+    /// ```
+    #[track_caller]
+    fn map_concurrent_by_key_unordered<KF, K, F, Fut>(
+        self,
+        limit: usize,
+        key: KF,
+        f: F,
+    ) -> MapConcurrentByKeyUnordered<Self, KF, K, F, Fut>
+    where
+        Self: Sized,
+        KF: FnMut(&Self::Item) -> K,
+        K: std::hash::Hash + Eq,
+        F: FnMut(Self::Item) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        assert_nonzero(limit, "limit", "map_concurrent_by_key_unordered");
+        MapConcurrentByKeyUnordered::new(self, limit, key, f)
     }
 
     /// Runs the blocking or CPU-bound `f(item)` on up to `limit` threads off the async

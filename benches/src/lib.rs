@@ -5,6 +5,8 @@
 //! Every async workload returns the same sum, `n * (n + 1) / 2`, so a benchmark can
 //! check that a peer did all the work.
 
+pub mod keyed;
+
 use std::future::Future;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};

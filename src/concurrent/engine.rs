@@ -21,8 +21,8 @@ use super::tuning::{refill_batch, BUSY_AHEAD, CONSUMER_LINGER, FREE_LOOKS, LONG_
 use crate::policy::shutdown::{Shutdown, ShutdownReport, Step};
 
 use super::{
-    current_runtime, Direct, Handover, Lane, Mapper, Outcome, Pace, Prepared, Settle, Settled,
-    Workers,
+    current_runtime, drop_contained, Direct, Gated, Handover, Lane, Mapper, Outcome, Pace,
+    Prepared, Settle, Settled, Workers,
 };
 
 pin_project! {
@@ -72,6 +72,13 @@ struct State<O, R> {
     retries: Retries,
     /// The shutdown token and its grace period, with `with_shutdown`.
     shutdown: Option<Box<Shutdown>>,
+    /// Whether inputs may wait for one another (a keyed operator: [`Mapper::GATED`]).
+    gated: bool,
+    /// Gated: positions whose final result came since the mapper was last told.
+    settled: Vec<u64>,
+    /// Gated: the first position a failure cancelled (`u64::MAX`: none). Inputs from it
+    /// on that were waiting never start.
+    cancelled_from: u64,
     /// With a shutdown on the unordered exit: the positions pulled and not yielded,
     /// for the report (the ordered exit knows them).
     in_flight: BTreeSet<u64>,
@@ -150,6 +157,9 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
                     timer: None,
                 },
                 shutdown: None,
+                gated: false,
+                settled: Vec::new(),
+                cancelled_from: u64::MAX,
                 in_flight: BTreeSet::new(),
                 grace_over: false,
                 upstream_done: false,
@@ -323,12 +333,55 @@ impl<O, R> State<O, R> {
         outcome: Outcome<O>,
         failure: bool,
     ) {
+        if self.gated {
+            self.settled.push(index);
+        }
         if let Cancel::From(from) = self.exit.finish(index, outcome, failure) {
+            self.cancelled_from = self.cancelled_from.min(from);
             lane.cancel_from(from);
             if !self.retries.due.is_empty() {
                 self.retries.due.retain(|Reverse((_, i))| *i < from);
             }
         }
+    }
+
+    /// Gated operators: tells the mapper which items settled, then starts the inputs
+    /// that waited and may now start (oldest first), while jobs may start; those a
+    /// failure cancelled never start. Returns `true` when the consumer should yield once
+    /// (see [`State::yields_after`]).
+    fn start_ready<I, M, L, S>(&mut self, mapper: &mut M, lane: &mut L, settle: &mut S) -> bool
+    where
+        M: Mapper<I, Job = L::Job, Out = R>,
+        L: Lane<Out = R>,
+        S: Settle<M::Input, R, Item = O>,
+    {
+        let mut started = false;
+        loop {
+            for index in self.settled.drain(..) {
+                mapper.settled(index);
+            }
+            if self.running >= self.limit || self.grace_over {
+                break;
+            }
+            let Some((index, input)) = mapper.next_ready() else {
+                break;
+            };
+            if index >= self.cancelled_from {
+                // Never started: the key's next input is cancelled in turn.
+                drop_contained(input);
+                mapper.settled(index);
+                continue;
+            }
+            match mapper.prepare(input) {
+                Prepared::Start(job) => {
+                    self.running += 1;
+                    lane.start(index, job);
+                    started = true;
+                }
+                Prepared::Done(outcome) => self.record(lane, settle, index, outcome),
+            }
+        }
+        started && self.yields_after(lane.flush(), false)
     }
 
     /// Starts the retries that are due, while jobs may start, and hands them over.
@@ -517,6 +570,15 @@ impl<O, R> State<O, R> {
                     match M::admit(item) {
                         Ok(input) => {
                             settle.admitted(index, &input);
+                            let input = match mapper.gate(index, input) {
+                                Gated::Start(input) => input,
+                                // It holds its place in the window until its key is free.
+                                Gated::Wait => continue,
+                                Gated::Panicked(payload) => {
+                                    self.record(lane, settle, index, Err(payload));
+                                    continue;
+                                }
+                            };
                             match mapper.prepare(input) {
                                 Prepared::Start(job) => {
                                     self.running += 1;
@@ -671,6 +733,7 @@ where
             state.multi_worker = handle.metrics().num_workers() > 1 && spins_for_results;
             state.may_linger = state.multi_worker;
             lane.bind(&handle, settle.lane_failure(), state.exit.is_ordered());
+            state.gated = M::GATED;
             state.bound = true;
         }
         state.end_wait();
@@ -695,8 +758,13 @@ where
                 let step = shutdown.look();
                 state.shutdown_step(step);
             }
-            // Items waiting out a backoff start before new items are pulled: they
-            // already hold their places in the window.
+            // Inputs that waited for their key start before new items are pulled, as
+            // do items waiting out a backoff: they already hold their places in the
+            // window.
+            if state.gated && state.start_ready(this.mapper, lane, settle) {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             if !state.retries.due.is_empty() && state.retry_due(this.mapper, lane, settle, cx) {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;

@@ -15,12 +15,15 @@ mod blocking_lane;
 mod engine;
 mod guarded;
 mod guarded_par;
+mod keyed;
 mod mappers;
 mod policies;
 mod reorder;
 mod tuning;
 
 mod map_concurrent;
+mod map_concurrent_by_key;
+mod map_concurrent_by_key_unordered;
 mod map_concurrent_unordered;
 mod par_map;
 mod par_map_unordered;
@@ -32,6 +35,8 @@ mod try_par_map_unordered;
 pub use guarded::Guarded;
 pub use guarded_par::GuardedPar;
 pub use map_concurrent::MapConcurrent;
+pub use map_concurrent_by_key::MapConcurrentByKey;
+pub use map_concurrent_by_key_unordered::MapConcurrentByKeyUnordered;
 pub use map_concurrent_unordered::MapConcurrentUnordered;
 pub use par_map::ParMap;
 pub use par_map_unordered::ParMapUnordered;
@@ -69,6 +74,38 @@ pub(crate) trait Mapper<In> {
     fn prepare(&mut self, input: Self::Input) -> Prepared<Self::Job, Self::Out>;
     /// Whether a finished output ends the stream (an `Err` in the `try_` operators).
     fn is_failure(out: &Self::Out) -> bool;
+
+    /// Whether inputs may wait for one another before they start (the keyed operators:
+    /// one job per key at a time). The engine then asks [`Mapper::gate`] before each
+    /// start and tells [`Mapper::settled`] each final result.
+    const GATED: bool = false;
+    /// Whether the input of the item at `index` may start now: `Start`, or `Wait` (the
+    /// mapper keeps it until [`Mapper::next_ready`] gives it back).
+    #[inline]
+    fn gate(&mut self, index: u64, input: Self::Input) -> Gated<Self::Input> {
+        let _ = index;
+        Gated::Start(input)
+    }
+    /// The item at `index` has its final result: whatever waited for it may start.
+    #[inline]
+    fn settled(&mut self, index: u64) {
+        let _ = index;
+    }
+    /// An input that waited and may start now, oldest first.
+    #[inline]
+    fn next_ready(&mut self) -> Option<(u64, Self::Input)> {
+        None
+    }
+}
+
+/// What [`Mapper::gate`] decides for an input.
+pub(crate) enum Gated<I> {
+    /// Start it now.
+    Start(I),
+    /// It waits (kept by the mapper).
+    Wait,
+    /// Deciding panicked (the key function): the item's result is that panic.
+    Panicked(Payload),
 }
 
 /// What becomes of an attempt's outcome (see [`Settle`]).

@@ -12,7 +12,8 @@
 //! blocking lane with the trivial closure `|x| x + 1`, limit 2 by default), and
 //! `try_map_concurrent`, `try_map_concurrent_timeout` (with a timeout, keep-going and
 //! caught panics) and `try_map_concurrent_retry` (the same and retries), no item
-//! failing.
+//! failing, and `map_concurrent_by_key` / `map_concurrent_by_key_unordered` (the trivial
+//! future, keyed by `x % 16`).
 //!
 //! Running a workload at two item counts and dividing the difference of the instruction
 //! counts by the difference of the item counts gives the cost per item without start-up.
@@ -27,7 +28,8 @@ use flowgate_benches::{
 const USAGE: &str = "usage: per_item_instructions <workload> <items> [limit]\n\
     workloads: buffer_unordered buffered map_concurrent_unordered map_concurrent spawn \
     for_each_concurrent par_stream_then par_stream_then_unordered par_map \
-    try_map_concurrent try_map_concurrent_timeout try_map_concurrent_retry";
+    try_map_concurrent try_map_concurrent_timeout try_map_concurrent_retry \
+    map_concurrent_by_key map_concurrent_by_key_unordered";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -68,6 +70,18 @@ fn main() -> ExitCode {
         let limit = limit.unwrap_or(64);
         (
             runtime.block_on(in_task(flowgate_try_ordered(n, limit, policies))),
+            limit,
+        )
+    } else if let Some(ordered) = match name {
+        "map_concurrent_by_key" => Some(true),
+        "map_concurrent_by_key_unordered" => Some(false),
+        _ => None,
+    } {
+        let limit = limit.unwrap_or(64);
+        (
+            runtime.block_on(in_task(flowgate_benches::keyed::by_key_trivial(
+                n, limit, 16, ordered,
+            ))),
             limit,
         )
     } else if let Some(workload) = AsyncWorkload::from_name(name) {
