@@ -48,6 +48,7 @@
 //! | the same, order does not matter | [`map_concurrent_unordered`](FlowExt::map_concurrent_unordered) | as they finish |
 //! | CPU-bound or blocking work per item or chunk | [`par_map`](FlowExt::par_map) | input order |
 //! | the same, order does not matter | [`par_map_unordered`](FlowExt::par_map_unordered) | as they finish |
+//! | work one at a time per entity (account, device), entities concurrently | [`map_concurrent_by_key`](FlowExt::map_concurrent_by_key) | input order (per key for [`_unordered`](FlowExt::map_concurrent_by_key_unordered)) |
 //! | fallible work, stop at the first error | the `try_` forms on [`TryFlowExt`] | same |
 //! | batches by count, with a deadline | [`chunks_within`](FlowExt::chunks_within) | `Vec` chunks |
 //! | batches by size (bytes, cost) | [`chunks_weighted`](FlowExt::chunks_weighted) | `Vec` chunks |

@@ -67,19 +67,27 @@ async fn job(key: u32, x: u64) -> u64 {
     x.wrapping_add(u64::from(key))
 }
 
-/// flowgate's keyed operator over `keys`: the sum of the results.
-pub async fn flowgate_by_key(keys: Arc<Vec<u32>>, limit: usize, ordered: bool) -> u64 {
+/// flowgate's keyed operator over `keys`, with `window` (at least `limit`): the sum of
+/// the results.
+pub async fn flowgate_by_key(
+    keys: Arc<Vec<u32>>,
+    limit: usize,
+    window: usize,
+    ordered: bool,
+) -> u64 {
     let items = flowgate::source::iter((0..keys.len()).map(move |i| (keys[i], i as u64)));
     let key = |(key, _): &(u32, u64)| *key;
     let work = |(key, x): (u32, u64)| job(key, x);
     if ordered {
         items
             .map_concurrent_by_key(limit, key, work)
+            .with_window(window)
             .fold(0u64, |sum, y| async move { sum.wrapping_add(y) })
             .await
     } else {
         items
             .map_concurrent_by_key_unordered(limit, key, work)
+            .with_window(window)
             .fold(0u64, |sum, y| async move { sum.wrapping_add(y) })
             .await
     }

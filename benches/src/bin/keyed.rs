@@ -1,7 +1,7 @@
 //! Throughput of keyed concurrency beside its peers, in one run, interleaved rounds.
 //!
 //! ```text
-//! keyed [--items N] [--rounds R] [--workers W] [--limit L] [--wait-us U]
+//! keyed [--items N] [--rounds R] [--workers W] [--limit L] [--window W] [--wait-us U]
 //! ```
 //!
 //! For 1, 16 and 10,000 keys, uniform and Zipf-skewed: flowgate's
@@ -36,11 +36,12 @@ fn main() {
     let rounds = arg("--rounds", 5) as usize;
     let workers = arg("--workers", 2) as usize;
     let limit = arg("--limit", 16) as usize;
+    let window = (arg("--window", limit as u64) as usize).max(limit);
     set_wait_us(arg("--wait-us", 0));
     let runtime = multi_thread_runtime(workers);
     println!(
-        "{items} items, limit {limit}, {workers} workers, jobs wait {} us, median of {rounds} \
-         interleaved rounds (items/s)",
+        "{items} items, limit {limit}, window {window}, {workers} workers, jobs wait {} us, \
+         median of {rounds} interleaved rounds (items/s)",
         arg("--wait-us", 0)
     );
     println!(
@@ -62,8 +63,8 @@ fn main() {
                     let sum = runtime.block_on(async move {
                         tokio::spawn(async move {
                             match variant {
-                                0 => flowgate_by_key(keys, limit, true).await,
-                                1 => flowgate_by_key(keys, limit, false).await,
+                                0 => flowgate_by_key(keys, limit, window, true).await,
+                                1 => flowgate_by_key(keys, limit, window, false).await,
                                 2 => hand_rolled(keys, limit).await,
                                 _ => serial(keys).await,
                             }
