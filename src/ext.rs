@@ -257,7 +257,7 @@ pub trait FlowExt: Stream {
     ///
     /// `key` and `f` are called on the consumer's task; only the futures cross to the
     /// runtime. The stream is `Send` when upstream, `key`, `f`, the items and the keys
-    /// (`Send + Sync`) are.
+    /// are (`K` needs neither `Clone` nor `Sync`).
     ///
     /// # Panics
     /// Panics at once if `limit == 0`; the first poll panics outside a tokio runtime.

@@ -2,6 +2,12 @@
 //! per-key order, one job per key, the bound with items waiting for their key, slow and
 //! hot keys on the paused clock, and the core's semantics (cancellation, panics, bad
 //! arguments, shutdown).
+//!
+//! Akka's `mapAsyncPartitioned` scenarios, translated: elements processed in parallel
+//! with order kept within a partition, never more than `parallelism` futures at once
+//! (the property tests), a partitioner that throws (a panic in `key`, re-raised at its
+//! position). Where flowgate differs on purpose: Akka emits in input order only; the
+//! unordered form here emits as jobs finish, each key's results still in order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -363,6 +369,27 @@ async fn a_panic_in_a_job_is_re_raised_with_its_payload() {
     let result = tokio::spawn(flow.collect::<Vec<u32>>()).await;
     let payload = result.unwrap_err().into_panic();
     assert_eq!(*payload.downcast_ref::<&str>().unwrap(), "job 3 failed");
+}
+
+/// Keys need only `Hash + Eq`: not `Clone`, not `Sync`; the stream is `Send` when its
+/// parts are.
+#[test]
+fn keys_need_neither_clone_nor_sync_and_the_stream_is_send() {
+    #[derive(Hash, PartialEq, Eq)]
+    struct Account(u32, std::marker::PhantomData<std::cell::Cell<()>>); // neither Clone nor Sync
+    fn is_send<T: Send>(_: &T) {}
+    let flow = flowgate::source::iter(0..10u32).map_concurrent_by_key(
+        2,
+        |i| Account(i % 3, std::marker::PhantomData),
+        |i| async move { i },
+    );
+    is_send(&flow);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let out: Vec<u32> = runtime.block_on(flow.collect());
+    assert_eq!(out, (0..10).collect::<Vec<_>>());
 }
 
 #[test]
