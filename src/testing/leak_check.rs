@@ -31,8 +31,10 @@ struct Counts {
 /// [`assert_none_left`](LeakCheck::assert_none_left) gives the runtime a bounded number
 /// of turns (the operators' driver tasks finish on their next poll after a drop) and
 /// then panics naming what is left. Work on the blocking lane ends when the call in
-/// progress returns: its tokens are dropped then, on that thread, so a test waits for
-/// such calls (a channel, a barrier) before asserting.
+/// progress returns, in real time: its tokens are dropped then, on that thread. Let such
+/// calls return (a channel, a barrier), then use
+/// [`assert_none_left_within_time`](LeakCheck::assert_none_left_within_time), which
+/// waits in real time.
 ///
 /// # Examples
 /// ```
@@ -211,18 +213,53 @@ impl LeakCheck {
                 turn += 1;
             }
             if !self.is_clean() {
-                panic!(
-                    "LeakCheck at {caller}: after {turns} runtime turns, {} tracked futures \
-                     (of {} made), {} tokens and {} tasks beyond the {} alive at the start \
-                     are still alive",
-                    self.counts.futures.load(Ordering::SeqCst),
-                    self.futures_made(),
-                    self.counts.tokens.load(Ordering::SeqCst),
-                    self.extra_tasks().unwrap_or(0).max(0),
-                    self.tasks_before.unwrap_or(0),
-                );
+                self.left_behind(caller, &format!("after {turns} runtime turns"));
             }
         }
+    }
+
+    /// As [`assert_none_left`](Self::assert_none_left), for work on tokio's blocking
+    /// pool (`par_map` jobs, [`blocking_iter`](crate::source::blocking_iter)), whose
+    /// calls end in real time, however busy the machine: checks after each of the first
+    /// [`TURNS`](Self::TURNS) runtime turns, then every millisecond of tokio's clock,
+    /// for up to `patience` of real time.
+    ///
+    /// # Panics
+    /// If something is still left after `patience`, naming what.
+    #[track_caller]
+    pub fn assert_none_left_within_time(
+        &self,
+        patience: std::time::Duration,
+    ) -> impl Future<Output = ()> + '_ {
+        let caller = std::panic::Location::caller();
+        async move {
+            let deadline = std::time::Instant::now() + patience;
+            let mut checks = 0;
+            while !self.is_clean() && std::time::Instant::now() < deadline {
+                checks += 1;
+                if checks <= Self::TURNS {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+            if !self.is_clean() {
+                self.left_behind(caller, &format!("after {patience:?}"));
+            }
+        }
+    }
+
+    #[track_caller]
+    fn left_behind(&self, caller: &std::panic::Location<'_>, after: &str) -> ! {
+        panic!(
+            "LeakCheck at {caller}: {after}, {} tracked futures (of {} made), {} tokens and \
+             {} tasks beyond the {} alive at the start are still alive",
+            self.counts.futures.load(Ordering::SeqCst),
+            self.futures_made(),
+            self.counts.tokens.load(Ordering::SeqCst),
+            self.extra_tasks().unwrap_or(0).max(0),
+            self.tasks_before.unwrap_or(0),
+        );
     }
 }
 

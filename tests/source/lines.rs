@@ -194,5 +194,8 @@ async fn a_100_mb_file_is_read_in_constant_memory() {
         "{max} lines held at once, more than {}",
         (LIMIT + 1) * CHUNK
     );
-    leaks.assert_none_left().await;
+    // The blocking lane's loops end on their threads, in real time.
+    leaks
+        .assert_none_left_within_time(std::time::Duration::from_secs(10))
+        .await;
 }

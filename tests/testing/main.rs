@@ -290,7 +290,9 @@ async fn leak_check_sees_nothing_left_after_a_drop_in_flight() {
 }
 
 #[tokio::test(start_paused = true)]
-#[should_panic(expected = "1 tokens and 1 tasks beyond")]
+#[should_panic(
+    expected = "after 64 runtime turns, 0 tracked futures (of 0 made), 1 tokens and 1 tasks beyond"
+)]
 async fn leak_check_names_what_a_broken_pipeline_left_behind() {
     let leaks = LeakCheck::new();
     let tracked = leaks.clone();
@@ -326,6 +328,8 @@ async fn leak_check_after_the_blocking_lane_is_dropped() {
     started_rx.recv().await.unwrap();
     first.abort(); // drops the pipeline while a call blocks
     let _ = first.await;
-    drop(go); // the blocked calls return
-    leaks.assert_none_left_within(100_000).await;
+    drop(go); // the blocked calls return, in real time
+    leaks
+        .assert_none_left_within_time(Duration::from_secs(10))
+        .await;
 }
