@@ -751,7 +751,12 @@ where
             if !state.exit.has_ready() {
                 let waker = (!state.multi_worker).then(|| cx.waker());
                 registered = !state.collect(lane, settle, waker) && waker.is_some();
-            } else if lane.failure_waiting() || state.limit_blocks_refill() {
+            } else if lane.failure_waiting()
+                || state.limit_blocks_refill()
+                || (state.gated && this.mapper.has_waiting())
+            {
+                // (Keyed: a finished job may free its key's next input, which starts
+                // as soon as its key is free, not once the results ahead have left.)
                 state.collect(lane, settle, None);
             }
             if let Some(shutdown) = &mut state.shutdown {
@@ -779,6 +784,11 @@ where
                 if !state.in_flight.is_empty() {
                     state.in_flight.remove(&index);
                 }
+                if state.gated && outcome.as_ref().map_or(true, |out| settle.ends_run(out)) {
+                    // The run ends with this result: inputs waiting for their key are
+                    // dropped now, not when the stream is.
+                    this.mapper.clear();
+                }
                 state.yields_since_collect += 1;
                 state.stop_lingering();
                 coop.made_progress();
@@ -786,6 +796,9 @@ where
             }
             if (state.upstream_done && state.held == 0) || state.grace_over {
                 state.end(lane);
+                if state.gated {
+                    this.mapper.clear();
+                }
                 return Poll::Ready(None);
             }
             if state.lingers() {

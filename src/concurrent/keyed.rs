@@ -64,6 +64,8 @@ pub(crate) struct KeyedCall<F, KF, K, T> {
     running: U64Map<u64>,
     /// Inputs whose key became free, oldest first.
     ready: VecDeque<(u64, T)>,
+    /// Inputs waiting for their key, in all the keys' queues.
+    waiting: usize,
 }
 
 impl<F, KF, K, T> KeyedCall<F, KF, K, T> {
@@ -75,6 +77,7 @@ impl<F, KF, K, T> KeyedCall<F, KF, K, T> {
             keys: U64Map::default(),
             running: U64Map::default(),
             ready: VecDeque::new(),
+            waiting: 0,
         }
     }
 
@@ -133,6 +136,7 @@ where
         let same_hash = self.keys.entry(hash).or_default();
         if let Some(in_flight) = same_hash.iter_mut().find(|in_flight| in_flight.key == key) {
             in_flight.waiting.push_back((index, input));
+            self.waiting += 1;
             return Gated::Wait;
         }
         same_hash.push(InFlight {
@@ -157,6 +161,7 @@ where
         };
         match same_hash[at].waiting.pop_front() {
             Some((next, input)) => {
+                self.waiting -= 1;
                 same_hash[at].running = next;
                 self.running.insert(next, hash);
                 self.ready.push_back((next, input));
@@ -178,6 +183,22 @@ where
 
     fn next_ready(&mut self) -> Option<(u64, T)> {
         self.ready.pop_front()
+    }
+
+    fn has_waiting(&self) -> bool {
+        self.waiting > 0 || !self.ready.is_empty()
+    }
+
+    fn clear(&mut self) {
+        let waiting = self.keys.drain().flat_map(|(_, same_hash)| same_hash);
+        for input in waiting
+            .flat_map(|key| key.waiting)
+            .chain(self.ready.drain(..))
+        {
+            super::drop_contained(input);
+        }
+        self.running.clear();
+        self.waiting = 0;
     }
 }
 

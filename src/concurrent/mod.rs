@@ -96,6 +96,15 @@ pub(crate) trait Mapper<In> {
     fn next_ready(&mut self) -> Option<(u64, Self::Input)> {
         None
     }
+    /// Whether inputs wait for their key (or are ready to start): the engine then takes
+    /// finished results back at every turn, since each may free a key.
+    #[inline]
+    fn has_waiting(&self) -> bool {
+        false
+    }
+    /// The stream has ended: drops every input still waiting.
+    #[inline]
+    fn clear(&mut self) {}
 }
 
 /// What [`Mapper::gate`] decides for an input.

@@ -18,6 +18,8 @@ use flowgate::prelude::*;
 use flowgate::testing::{LeakCheck, MockSource, Probe};
 use futures::{Stream, StreamExt};
 use proptest::prelude::*;
+
+mod scenarios;
 use tokio::time::Instant;
 
 fn ms(n: u64) -> Duration {
