@@ -51,7 +51,8 @@ pub enum LinesErrorKind {
     /// The line is not valid UTF-8: its bytes from `valid_up_to` on are not. The line is
     /// skipped and the stream goes on with the next one.
     InvalidUtf8 {
-        /// How many bytes at the start of the line are valid UTF-8.
+        /// How many bytes at the start of the line are valid UTF-8: the offset (from 0)
+        /// of the first invalid byte, which `Display` names as "at byte N of the line".
         valid_up_to: usize,
     },
     /// The line is longer than the limit ([`Lines::max_line_bytes`]): it is skipped
@@ -195,6 +196,24 @@ pub struct Lines {
 ///     .try_fold(0, |total, n| async move { Ok(total + n) })
 ///     .await?;
 /// assert_eq!(words, 7);
+///
+/// // Report the bad lines and keep the others (`try_` adapters stop at the first error).
+/// let mut bad = Vec::new();
+/// let good: Vec<String> = lines(&path)
+///     .filter_map(|line| {
+///         let text = match line {
+///             Ok(line) => Some(line.text),
+///             Err(error) if error.is_recoverable() => {
+///                 bad.push(error.to_string());
+///                 None
+///             }
+///             Err(error) => panic!("{error}"), // the file cannot be read: give up
+///         };
+///         std::future::ready(text)
+///     })
+///     .collect()
+///     .await;
+/// assert_eq!((good.len(), bad.len()), (4, 0));
 ///
 /// // A missing file: one error naming the path.
 /// let missing: Vec<_> = lines(dir.join("missing.txt")).collect().await;

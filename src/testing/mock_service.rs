@@ -79,7 +79,7 @@ impl<K: fmt::Debug> fmt::Display for MockError<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "scripted failure of item {:?} (attempt {})",
+            "scripted failure of key {:?} (attempt {})",
             self.item, self.attempt
         )
     }
@@ -113,9 +113,13 @@ struct State<K> {
 ///   the same failures and panics, no latency and no hang (blocking work cannot wait on
 ///   the paused clock; see the [module docs](crate::testing)).
 ///
-/// Attempts are counted per item in call order: the `n`th call with an item is its
-/// attempt `n`. A `MockService` is a cheap handle: clone it into the pipeline and keep
-/// one to read the record.
+/// Attempts are counted per key in call order: the `n`th call with a key is its attempt
+/// `n`, whichever position of the stream it came from. So give each item its own key:
+/// where items repeat a key by design (the keys of
+/// [`map_concurrent_by_key`](crate::FlowExt::map_concurrent_by_key), an account's
+/// events), key the calls by `(key, sequence number)`, or the second event of an account
+/// reads as the retry of the first. A `MockService` is a cheap handle: clone it into the
+/// pipeline and keep one to read the record.
 ///
 /// # Examples
 /// ```
@@ -284,7 +288,9 @@ where
     }
 
     /// The `attempts` of `item` panic (after their latency), with the message
-    /// `"scripted panic of item {item:?} (attempt {n})"`.
+    /// `"scripted panic of key {item:?} (attempt {n})"`. Rust's panic hook still prints
+    /// the panic where it happens, even when the pipeline catches it (`catch_panics`):
+    /// that line in a test's output is expected.
     ///
     /// # Panics
     /// If `attempts` is empty or starts at 0.
@@ -368,7 +374,7 @@ where
             }
             Some(Behaviour::Panic) => {
                 end_call(&self.state, index, CallOutcome::Panicked);
-                panic!("scripted panic of item {item:?} (attempt {attempt})")
+                panic!("scripted panic of key {item:?} (attempt {attempt})")
             }
             Some(Behaviour::Hang) => {
                 end_call(&self.state, index, CallOutcome::Panicked);
@@ -532,7 +538,7 @@ where
         let attempt = this.attempt;
         match this.behaviour {
             Some(Behaviour::Panic) => {
-                let message = format!("scripted panic of item {item:?} (attempt {attempt})");
+                let message = format!("scripted panic of key {item:?} (attempt {attempt})");
                 end_call(&this.state, this.index, CallOutcome::Panicked);
                 this.item = None;
                 std::panic::panic_any(message)

@@ -97,8 +97,9 @@
 //!   "instantly". Use [`MockSource`] and [`MockService`] instead, or a real clock.
 //! - **Only `current_thread`.** The paused clock needs it; on a `multi_thread` runtime
 //!   assert order, bounds and no loss, never durations.
-//! - **Virtual time is from the runtime's start.** The kit's records are relative to
-//!   each object's creation: create them at the start of the test.
+//! - **Each record has its own zero.** The kit's times are virtual time since the object
+//!   that records them was created (the `MockSource`, the `MockService`, the `Probe`),
+//!   not since the runtime started: create them at the start of the test.
 
 mod leak_check;
 mod mock_service;

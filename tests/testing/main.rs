@@ -195,7 +195,7 @@ async fn mock_service_scripts_by_item_and_attempt_and_records_the_calls() {
     assert!(panicked.is_panic());
     assert!(panicked
         .to_string()
-        .contains("scripted panic of item 3 (attempt 2)"));
+        .contains("scripted panic of key 3 (attempt 2)"));
 
     // Item 1: failed after 10 ms, retried 5 ms later, slow second attempt (50 ms).
     let one = service.calls_of(&1);
@@ -259,7 +259,7 @@ async fn mock_service_on_the_blocking_lane() {
         .as_ref()
         .unwrap_err()
         .to_string()
-        .contains("scripted failure of item 2"));
+        .contains("scripted failure of key 2"));
     assert!(out[4].as_ref().unwrap_err().is_panic());
     assert_eq!(out.iter().filter(|r| r.is_ok()).count(), 4);
     assert_eq!(service.calls().len(), 6);
