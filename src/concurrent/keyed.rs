@@ -7,6 +7,7 @@ use std::future::Future;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use super::mappers::CallAsync;
 use super::{Gated, Mapper, Prepared};
 
 /// Hashes a `u64` that is already well spread (a key's hash) or unique and dense (a
@@ -55,8 +56,9 @@ struct InFlight<K, T> {
 /// for the rare keys that share one) and each position in flight remembers its key's
 /// hash, so `K` needs neither `Clone` nor a second hashing when the item settles.
 pub(crate) struct KeyedCall<F, KF, K, T> {
-    pub(crate) f: F,
-    pub(crate) key: KF,
+    /// Calls `f`, as for `map_concurrent`.
+    call: CallAsync<F>,
+    key: KF,
     hasher: RandomState,
     /// The keys with an item in flight, by hash.
     keys: U64Map<Vec<InFlight<K, T>>>,
@@ -71,7 +73,7 @@ pub(crate) struct KeyedCall<F, KF, K, T> {
 impl<F, KF, K, T> KeyedCall<F, KF, K, T> {
     pub(crate) fn new(f: F, key: KF) -> Self {
         KeyedCall {
-            f,
+            call: CallAsync { f },
             key,
             hasher: RandomState::new(),
             keys: U64Map::default(),
@@ -114,10 +116,7 @@ where
     }
 
     fn prepare(&mut self, item: T) -> Prepared<Fut, Fut::Output> {
-        match catch_unwind(AssertUnwindSafe(|| (self.f)(item))) {
-            Ok(future) => Prepared::Start(future),
-            Err(payload) => Prepared::Done(Err(payload)),
-        }
+        self.call.prepare(item)
     }
 
     fn is_failure(_: &Fut::Output) -> bool {
