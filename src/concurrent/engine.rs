@@ -345,6 +345,35 @@ impl<O, R> State<O, R> {
         }
     }
 
+    /// Prepares an attempt of the item at `index` from `input` and starts its job, or
+    /// records its result at once (a panic in `f`). Returns whether a job started.
+    #[inline]
+    fn start<I, M, L, S>(
+        &mut self,
+        mapper: &mut M,
+        lane: &mut L,
+        settle: &mut S,
+        index: u64,
+        input: M::Input,
+    ) -> bool
+    where
+        M: Mapper<I, Job = L::Job, Out = R>,
+        L: Lane<Out = R>,
+        S: Settle<M::Input, R, Item = O>,
+    {
+        match mapper.prepare(input) {
+            Prepared::Start(job) => {
+                self.running += 1;
+                lane.start(index, job);
+                true
+            }
+            Prepared::Done(outcome) => {
+                self.record(lane, settle, index, outcome);
+                false
+            }
+        }
+    }
+
     /// Gated operators: tells the mapper which items settled, then starts the inputs
     /// that waited and may now start (oldest first), while jobs may start; those a
     /// failure cancelled never start. Returns `true` when the consumer should yield once
@@ -372,14 +401,7 @@ impl<O, R> State<O, R> {
                 mapper.settled(index);
                 continue;
             }
-            match mapper.prepare(input) {
-                Prepared::Start(job) => {
-                    self.running += 1;
-                    lane.start(index, job);
-                    started = true;
-                }
-                Prepared::Done(outcome) => self.record(lane, settle, index, outcome),
-            }
+            started |= self.start(mapper, lane, settle, index, input);
         }
         started && self.yields_after(lane.flush(), false)
     }
@@ -424,14 +446,7 @@ impl<O, R> State<O, R> {
             }
             self.retries.due.pop();
             let input = settle.retry_input(index);
-            match mapper.prepare(input) {
-                Prepared::Start(job) => {
-                    self.running += 1;
-                    lane.start(index, job);
-                    started = true;
-                }
-                Prepared::Done(outcome) => self.record(lane, settle, index, outcome),
-            }
+            started |= self.start(mapper, lane, settle, index, input);
         }
         started && self.yields_after(lane.flush(), false)
     }
@@ -579,15 +594,7 @@ impl<O, R> State<O, R> {
                                     continue;
                                 }
                             };
-                            match mapper.prepare(input) {
-                                Prepared::Start(job) => {
-                                    self.running += 1;
-                                    lane.start(index, job);
-                                }
-                                Prepared::Done(outcome) => {
-                                    self.record(lane, settle, index, outcome)
-                                }
-                            }
+                            self.start(mapper, lane, settle, index, input);
                         }
                         Err(out) => {
                             let (outcome, failure) = settle.rejected(index, out);
