@@ -265,12 +265,14 @@ mod ext;
 pub mod policy;
 pub mod sink;
 pub mod source;
+pub mod stats;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
 pub use error::{Cause, Error};
 pub use ext::{FlowExt, TryFlowExt};
 pub use policy::{Backoff, Retry};
+pub use stats::Stats;
 
 /// Writes a stream as a generator: `yield` items from an `async` block.
 ///

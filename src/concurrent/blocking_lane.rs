@@ -26,6 +26,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::tuning::BLOCKING_LINGER;
 use super::{drop_contained, Handover, Lane, Outcome, Pace, Workers};
+use crate::stats::Core;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // User code never runs under this lock, so a poisoned one still holds consistent data.
@@ -50,6 +51,8 @@ struct Shared<F, T, O> {
     runtime_gone: AtomicBool,
     /// Whether jobs have deadlines (see [`Deadline`]); set before the first hand-over.
     timed: AtomicBool,
+    /// The stage's statistics, when asked for; set before the lane is bound.
+    stats: OnceLock<Arc<Core>>,
 }
 
 /// A job queued for a loop: its position, its ticket (unique per job handed over: a
@@ -120,6 +123,9 @@ impl<F, T, O> Shared<F, T, O> {
             .into_iter()
             .partition(|queued| queued.index < from);
         state.queue = keep;
+        if let Some(stats) = self.stats.get() {
+            stats.jobs_cancelled(cancelled.len() as u64);
+        }
         if !state.deadlines.is_empty() {
             // Jobs that will never run have no deadline to keep.
             state
@@ -143,6 +149,7 @@ where
 {
     let shared = ticket.0.take().expect("a ticket is used once");
     let timed = shared.timed.load(Ordering::Relaxed);
+    let stats = shared.stats.get().cloned();
     let mut state = lock(&shared.state);
     loop {
         if let Some(Queued {
@@ -154,6 +161,9 @@ where
             // The claim: taken and checked under the lock that every cancellation takes.
             if index >= shared.cutoff.load(Ordering::Acquire) {
                 drop(state);
+                if let Some(stats) = &stats {
+                    stats.jobs_cancelled(1);
+                }
                 drop_contained(item);
                 state = lock(&shared.state);
                 continue;
@@ -165,6 +175,9 @@ where
             }
             drop(state);
             let outcome = catch_unwind(AssertUnwindSafe(|| (shared.f)(item)));
+            if let Some(stats) = &stats {
+                stats.job_finished();
+            }
             let failed = shared.is_failure(&outcome);
             state = lock(&shared.state);
             if timed && finish_deadline(&mut state.deadlines, ticket) {
@@ -345,6 +358,7 @@ impl<F, T, O> BlockingLane<F, T, O> {
                 cutoff: AtomicU64::new(u64::MAX),
                 runtime_gone: AtomicBool::new(false),
                 timed: AtomicBool::new(false),
+                stats: OnceLock::new(),
             }),
             limit,
             handle: None,
@@ -427,6 +441,9 @@ impl<F, T, O> BlockingLane<F, T, O> {
         drop_contained(queue);
         drop_contained(finished);
         self.starting.clear();
+        if let Some(stats) = self.shared.stats.get() {
+            stats.end();
+        }
     }
 }
 
@@ -439,6 +456,10 @@ where
     type Job = T;
     type Out = O;
     const WORKERS: Workers = Workers::BlockingThreads;
+
+    fn observe(&mut self, core: Arc<Core>) {
+        let _ = self.shared.stats.set(core);
+    }
 
     fn bind(
         &mut self,
@@ -534,6 +555,9 @@ where
             }
         }
         if let Some(swept) = swept {
+            if let Some(stats) = self.shared.stats.get() {
+                stats.jobs_cancelled(swept.dropped.len() as u64);
+            }
             drop_contained(swept.dropped);
             self.spawn_loops(swept.spawn);
             if let (true, Some(waker), Some(due)) = (self.taken.is_empty(), waker, swept.earliest) {

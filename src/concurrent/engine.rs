@@ -10,6 +10,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
@@ -19,6 +20,7 @@ use pin_project_lite::pin_project;
 use super::reorder::{Cancel, Exit};
 use super::tuning::{refill_batch, BUSY_AHEAD, CONSUMER_LINGER, FREE_LOOKS, LONG_WAIT};
 use crate::policy::shutdown::{Shutdown, ShutdownReport, Step};
+use crate::stats::{Core, Recorder, Stats};
 
 use super::{
     current_runtime, drop_contained, Direct, Gated, Handover, Lane, Mapper, Outcome, Pace,
@@ -98,6 +100,29 @@ struct State<O, R> {
     /// Looks taken in the current spin.
     lingering_looks: u32,
     waiting_since: Option<Instant>,
+    /// The stage's name and its statistics, if asked for (see [`Observed`]).
+    observed: Observed,
+    /// The consumer's side of the statistics, from the first poll when they were asked
+    /// for.
+    recorder: Option<Box<Recorder>>,
+}
+
+/// A stage's name and the shared part of its statistics, made when `.stats()` is first
+/// called (before the first poll).
+#[derive(Default)]
+pub(crate) struct Observed {
+    name: Option<Arc<str>>,
+    core: OnceLock<Arc<Core>>,
+}
+
+/// What an engine never polled passes on to the one built around its parts (a policy
+/// set on a plain operator): its bounds, its exit, its shutdown and its statistics.
+pub(crate) struct Carried {
+    pub(crate) limit: usize,
+    pub(crate) window: usize,
+    pub(crate) ordered: bool,
+    shutdown: Option<Box<Shutdown>>,
+    observed: Observed,
 }
 
 impl<St, M, L, O> PlainEngine<St, M, L, O> {
@@ -172,8 +197,34 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
                 lingering_since: None,
                 lingering_looks: 0,
                 waiting_since: None,
+                observed: Observed::default(),
+                recorder: None,
             },
         }
+    }
+
+    /// The engine of an operator rebuilt from another's parts (see [`Carried`]).
+    pub(crate) fn with_carried(
+        operator: &'static str,
+        upstream: St,
+        mapper: M,
+        lane: L,
+        settle: S,
+        carried: Carried,
+    ) -> Self {
+        let mut engine = Engine::with_settle(
+            operator,
+            upstream,
+            mapper,
+            lane,
+            settle,
+            carried.limit,
+            carried.ordered,
+        );
+        engine.set_window(carried.window);
+        engine.state.shutdown = carried.shutdown;
+        engine.state.observed = carried.observed;
+        engine
     }
 
     #[track_caller]
@@ -189,24 +240,54 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
     }
 
     /// The parts of an engine never polled, to build another around them: upstream,
-    /// the mapper, the lane, the limit, the window and whether results leave in input
-    /// order.
-    pub(crate) fn into_parts(self) -> (St, M, L, usize, usize, bool) {
+    /// the mapper, the lane, and what the new engine carries on (see [`Carried`]).
+    pub(crate) fn into_parts(self) -> (St, M, L, Carried) {
         let state = self.state;
         assert!(
             !state.bound,
             "flowgate: a policy is set on `{}` after it was polled",
             state.operator
         );
-        let ordered = state.exit.is_ordered();
-        (
-            self.upstream,
-            self.mapper,
-            self.lane,
-            state.limit,
-            state.window,
-            ordered,
-        )
+        let carried = Carried {
+            limit: state.limit,
+            window: state.window,
+            ordered: state.exit.is_ordered(),
+            shutdown: state.shutdown,
+            observed: state.observed,
+        };
+        (self.upstream, self.mapper, self.lane, carried)
+    }
+
+    /// Names the stage (in its statistics, its `Debug` output and its tracing span).
+    pub(crate) fn set_name(&mut self, name: Arc<str>) {
+        if let Some(core) = self.state.observed.core.get() {
+            core.set_name(Arc::clone(&name));
+        }
+        self.state.observed.name = Some(name);
+    }
+
+    /// The stage's statistics handle, made at the first call.
+    #[track_caller]
+    pub(crate) fn stats(&self) -> Stats {
+        let state = &self.state;
+        if let Some(core) = state.observed.core.get() {
+            return Stats::from_core(Arc::clone(core));
+        }
+        if state.bound {
+            panic!(
+                "flowgate: `stats` on `{}` after its first poll: take the handle before the \
+                 stream runs",
+                state.operator
+            );
+        }
+        let core = state.observed.core.get_or_init(|| {
+            let core = Core::new();
+            if let Some(name) = &state.observed.name {
+                core.set_name(Arc::clone(name));
+            }
+            Arc::new(core)
+        });
+        Stats::from_core(Arc::clone(core))
     }
 
     /// Sets the shutdown token and grace period; returns the handle on the report.
@@ -270,6 +351,7 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
     pub(crate) fn fmt_named(&self, f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
         let state = &self.state;
         f.debug_struct(name)
+            .field("name", &state.observed.name)
             .field("limit", &state.limit)
             .field("window", &state.window)
             .field("pulled", &state.next_index)
@@ -316,8 +398,11 @@ impl<O, R> State<O, R> {
         outcome: Outcome<R>,
     ) {
         match settle.settle(index, outcome) {
-            Settled::Final(outcome, failure) => self.finish(lane, index, outcome, failure),
+            Settled::Final(outcome, failure) => self.finish(lane, settle, index, outcome, failure),
             Settled::Retry(delay) => {
+                if let Some(recorder) = &mut self.recorder {
+                    recorder.local.retried += 1;
+                }
                 let due = tokio::time::Instant::now() + delay;
                 self.retries.due.push(Reverse((due, index)));
             }
@@ -326,13 +411,19 @@ impl<O, R> State<O, R> {
 
     /// Gives the item at `index` its result; a failure cancels the work it makes useless
     /// (retries waiting included).
-    fn finish<L: Lane<Out = R>>(
+    fn finish<I, L: Lane<Out = R>, S: Settle<I, R, Item = O>>(
         &mut self,
         lane: &mut L,
+        settle: &S,
         index: u64,
         outcome: Outcome<O>,
         failure: bool,
     ) {
+        if let Some(recorder) = &mut self.recorder {
+            if failure || settle.is_failed(&outcome) {
+                recorder.local.failed += 1;
+            }
+        }
         if self.gated {
             self.settled.push(index);
         }
@@ -364,6 +455,9 @@ impl<O, R> State<O, R> {
         match mapper.prepare(input) {
             Prepared::Start(job) => {
                 self.running += 1;
+                if let Some(recorder) = &mut self.recorder {
+                    recorder.job_started();
+                }
                 lane.start(index, job);
                 true
             }
@@ -403,7 +497,11 @@ impl<O, R> State<O, R> {
             }
             started |= self.start(mapper, lane, settle, index, input);
         }
-        started && self.yields_after(lane.flush(), false)
+        if !started {
+            return false;
+        }
+        let handover = self.hand_over(lane);
+        self.yields_after(handover, false)
     }
 
     /// Starts the retries that are due, while jobs may start, and hands them over.
@@ -448,7 +546,11 @@ impl<O, R> State<O, R> {
             let input = settle.retry_input(index);
             started |= self.start(mapper, lane, settle, index, input);
         }
-        started && self.yields_after(lane.flush(), false)
+        if !started {
+            return false;
+        }
+        let handover = self.hand_over(lane);
+        self.yields_after(handover, false)
     }
 
     /// Whether to yield and look again rather than wait, while results are due soon.
@@ -564,6 +666,7 @@ impl<O, R> State<O, R> {
             return false;
         }
         let first = self.next_index;
+        let mut pending = false;
         while self.may_pull() && !self.exit.failed() {
             let polled = catch_unwind(AssertUnwindSafe(|| upstream.as_mut().poll_next(cx)));
             let polled = match polled {
@@ -575,7 +678,7 @@ impl<O, R> State<O, R> {
                     // again.
                     self.upstream_done = true;
                     let index = self.take_position();
-                    self.finish(lane, index, Err(payload), true);
+                    self.finish(lane, settle, index, Err(payload), true);
                     break;
                 }
             };
@@ -598,7 +701,7 @@ impl<O, R> State<O, R> {
                         }
                         Err(out) => {
                             let (outcome, failure) = settle.rejected(index, out);
-                            self.finish(lane, index, outcome, failure);
+                            self.finish(lane, settle, index, outcome, failure);
                         }
                     }
                 }
@@ -606,16 +709,33 @@ impl<O, R> State<O, R> {
                     self.upstream_done = true;
                     break;
                 }
-                Poll::Pending => break,
+                Poll::Pending => {
+                    pending = true;
+                    break;
+                }
             }
+        }
+        if let Some(recorder) = &mut self.recorder {
+            // Starved: room, and upstream pending.
+            recorder.upstream(pending);
         }
         // Results finished and not yet yielded: with many of them, the consumer will be
         // busy yielding for a while before it next waits, which is worth a yield after a
         // full refill batch, not after one or a few jobs (behind jobs that waited).
         let busy_ahead =
             self.held - self.running >= BUSY_AHEAD && self.next_index - first >= self.batch as u64;
-        let handover = lane.flush();
+        let handover = self.hand_over(lane);
         self.yields_after(handover, busy_ahead)
+    }
+
+    /// Hands the jobs started since the last hand-over to the lane (see
+    /// [`Lane::flush`]), counted as started in the statistics first.
+    #[inline]
+    fn hand_over<L: Lane<Out = R>>(&mut self, lane: &mut L) -> Handover {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.before_hand_over(self.next_index, self.held);
+        }
+        lane.flush()
     }
 
     /// Whether the consumer yields once after a hand-over, so that the driver it woke
@@ -672,6 +792,9 @@ impl<O, R> State<O, R> {
             }
             Err(payload) => {
                 self.end(lane);
+                if let Some(recorder) = &mut self.recorder {
+                    recorder.poll_ends(self.next_index, self.held, false, true);
+                }
                 resume_unwind(payload)
             }
         }
@@ -717,33 +840,25 @@ impl<O, R> State<O, R> {
     }
 }
 
-impl<St, M, L, S, O, R> Stream for Engine<St, M, L, S, O, R>
-where
-    St: Stream,
-    M: Mapper<St::Item, Job = L::Job, Out = R>,
-    L: Lane<Out = R>,
-    S: Settle<M::Input, R, Item = O>,
-{
-    type Item = O;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<O>> {
-        let mut this = self.project();
-        let state = this.state;
-        let lane = this.lane;
-        let settle = this.settle;
-        if state.ended {
-            return Poll::Ready(None);
-        }
-        if !state.bound {
-            let handle = current_runtime(state.operator);
-            let spins_for_results = matches!(L::WORKERS, Workers::RuntimeTasks);
-            state.multi_worker = handle.metrics().num_workers() > 1 && spins_for_results;
-            state.may_linger = state.multi_worker;
-            lane.bind(&handle, settle.lane_failure(), state.exit.is_ordered());
-            state.gated = M::GATED;
-            state.bound = true;
-        }
-        state.end_wait();
+impl<O, R> State<O, R> {
+    /// One poll of the consumer, once bound: takes results back, starts what may start,
+    /// pulls, and yields a result, ends, or waits.
+    #[inline(always)]
+    fn turn<St, M, L, S>(
+        &mut self,
+        mut upstream: Pin<&mut St>,
+        mapper: &mut M,
+        lane: &mut L,
+        settle: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<O>>
+    where
+        St: Stream,
+        M: Mapper<St::Item, Job = L::Job, Out = R>,
+        L: Lane<Out = R>,
+        S: Settle<M::Input, R, Item = O>,
+    {
+        self.end_wait();
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
         loop {
             // Results are taken back in batches: while some wait to leave, the lane is
@@ -755,82 +870,128 @@ where
             // registers its waker in the same look: if no result came, it is about to
             // wait, and a result handed over from now on wakes it.
             let mut registered = false;
-            if !state.exit.has_ready() {
-                let waker = (!state.multi_worker).then(|| cx.waker());
-                registered = !state.collect(lane, settle, waker) && waker.is_some();
+            if !self.exit.has_ready() {
+                let waker = (!self.multi_worker).then(|| cx.waker());
+                registered = !self.collect(lane, settle, waker) && waker.is_some();
             } else if lane.failure_waiting()
-                || state.limit_blocks_refill()
-                || (state.gated && this.mapper.has_waiting())
+                || self.limit_blocks_refill()
+                || (self.gated && mapper.has_waiting())
             {
                 // (Keyed: a finished job may free its key's next input, which starts
                 // as soon as its key is free, not once the results ahead have left.)
-                state.collect(lane, settle, None);
+                self.collect(lane, settle, None);
             }
-            if let Some(shutdown) = &mut state.shutdown {
+            if let Some(shutdown) = &mut self.shutdown {
                 let step = shutdown.look();
-                state.shutdown_step(step);
+                self.shutdown_step(step);
             }
             // Inputs that waited for their key start before new items are pulled, as
             // do items waiting out a backoff: they already hold their places in the
             // window.
-            if state.gated && state.start_ready(this.mapper, lane, settle) {
+            if self.gated && self.start_ready(mapper, lane, settle) {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if !state.retries.due.is_empty() && state.retry_due(this.mapper, lane, settle, cx) {
+            if !self.retries.due.is_empty() && self.retry_due(mapper, lane, settle, cx) {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if state.pull(this.upstream.as_mut(), this.mapper, lane, settle, cx) {
+            if self.pull(upstream.as_mut(), mapper, lane, settle, cx) {
                 // The woken driver runs once this task yields; a consumer that goes on
                 // with a long computation would otherwise hold the new jobs back.
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if let Some((index, outcome)) = state.exit.pop() {
-                if !state.in_flight.is_empty() {
-                    state.in_flight.remove(&index);
+            if let Some((index, outcome)) = self.exit.pop() {
+                if !self.in_flight.is_empty() {
+                    self.in_flight.remove(&index);
                 }
-                if state.gated && outcome.as_ref().map_or(true, |out| settle.ends_run(out)) {
+                if self.gated && outcome.as_ref().map_or(true, |out| settle.ends_run(out)) {
                     // The run ends with this result: inputs waiting for their key are
                     // dropped now, not when the stream is.
-                    this.mapper.clear();
+                    mapper.clear();
                 }
-                state.yields_since_collect += 1;
-                state.stop_lingering();
+                self.yields_since_collect += 1;
+                self.stop_lingering();
+                if let Some(recorder) = &mut self.recorder {
+                    recorder.full_at_yield = self.held == self.window;
+                }
                 coop.made_progress();
-                return Poll::Ready(state.deliver(lane, settle, outcome));
+                return Poll::Ready(self.deliver(lane, settle, outcome));
             }
-            if (state.upstream_done && state.held == 0) || state.grace_over {
-                state.end(lane);
-                if state.gated {
-                    this.mapper.clear();
+            if (self.upstream_done && self.held == 0) || self.grace_over {
+                self.end(lane);
+                if self.gated {
+                    mapper.clear();
                 }
                 return Poll::Ready(None);
             }
-            if state.lingers() {
+            if self.lingers() {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
-            if registered || !state.collect(lane, settle, Some(cx.waker())) {
-                if !state.may_wait(lane, settle) {
+            if registered || !self.collect(lane, settle, Some(cx.waker())) {
+                if !self.may_wait(lane, settle) {
                     continue;
                 }
-                if let Some(shutdown) = &mut state.shutdown {
+                if let Some(shutdown) = &mut self.shutdown {
                     let step = shutdown.register(cx);
                     if step != Step::Carry {
-                        state.shutdown_step(step);
+                        self.shutdown_step(step);
                         continue;
                     }
                 }
-                state.stop_lingering();
+                self.stop_lingering();
                 // Timed only where it may decide a spin (two clock reads per wait).
-                if state.multi_worker && state.pace != Pace::Slow {
-                    state.waiting_since = Some(Instant::now());
+                if self.multi_worker && self.pace != Pace::Slow {
+                    self.waiting_since = Some(Instant::now());
                 }
                 return Poll::Pending;
             }
         }
+    }
+}
+
+impl<St, M, L, S, O, R> Stream for Engine<St, M, L, S, O, R>
+where
+    St: Stream,
+    M: Mapper<St::Item, Job = L::Job, Out = R>,
+    L: Lane<Out = R>,
+    S: Settle<M::Input, R, Item = O>,
+{
+    type Item = O;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<O>> {
+        let this = self.project();
+        let state = this.state;
+        let lane = this.lane;
+        let settle = this.settle;
+        if state.ended {
+            return Poll::Ready(None);
+        }
+        if !state.bound {
+            let handle = current_runtime(state.operator);
+            let spins_for_results = matches!(L::WORKERS, Workers::RuntimeTasks);
+            state.multi_worker = handle.metrics().num_workers() > 1 && spins_for_results;
+            state.may_linger = state.multi_worker;
+            if let Some(core) = state.observed.core.get() {
+                core.bind(state.operator, state.limit, state.window);
+                lane.observe(Arc::clone(core));
+                state.recorder = Some(Box::new(Recorder::new(Arc::clone(core))));
+            }
+            lane.bind(&handle, settle.lane_failure(), state.exit.is_ordered());
+            state.gated = M::GATED;
+            state.bound = true;
+        }
+        if let Some(recorder) = &mut state.recorder {
+            recorder.polled();
+        }
+        let polled = state.turn(this.upstream, this.mapper, lane, settle, cx);
+        if let Some(recorder) = &mut state.recorder {
+            let yielded = matches!(polled, Poll::Ready(Some(_)));
+            recorder.poll_ends(state.next_index, state.held, yielded, state.ended);
+        }
+        polled
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -904,10 +1065,67 @@ macro_rules! engine_stream {
 
 pub(crate) use engine_stream;
 
-/// `with_shutdown` and `shutdown_report` for an operator that wraps an [`Engine`] in a
-/// field named `inner`.
-macro_rules! shutdown_methods {
+/// `with_shutdown`, `shutdown_report`, `named` and `stats` for an operator that wraps an
+/// [`Engine`] in a field named `inner`.
+macro_rules! engine_methods {
     () => {
+        /// Names the stage: the name shows in its [`Stats`](crate::Stats) snapshots, in a
+        /// [`Pipeline`](crate::stats::Pipeline) view's table and bottleneck, in its
+        /// `Debug` output, and (feature `tracing`) in its span. Any order with the other
+        /// builder methods.
+        ///
+        /// # Examples
+        /// ```
+        /// use flowgate::prelude::*;
+        ///
+        /// let flow = flowgate::source::iter(0..10u64)
+        ///     .map_concurrent(4, |i| async move { i * 2 })
+        ///     .named("double");
+        /// assert_eq!(flow.stats().name().as_deref(), Some("double"));
+        /// ```
+        pub fn named(mut self, name: impl Into<std::sync::Arc<str>>) -> Self {
+            self.inner.set_name(name.into());
+            self
+        }
+
+        /// The handle on this stage's statistics: counts, in-flight gauges and busy /
+        /// starved / backpressured times, readable from any task or thread while the
+        /// stream runs. See [`flowgate::stats`](crate::stats) for what each number means,
+        /// and for the [`Pipeline`](crate::stats::Pipeline) view over several stages.
+        ///
+        /// Take it before the first poll; every call gives a handle on the same counters,
+        /// and policies set afterwards keep them. A stage whose statistics were never
+        /// asked for counts nothing and pays nothing.
+        ///
+        /// # Panics
+        /// If called for the first time after the stream was first polled, naming the
+        /// operator (its first polls would be missing from the counts).
+        ///
+        /// # Examples
+        /// ```
+        /// use std::time::Duration;
+        /// use flowgate::prelude::*;
+        /// use futures::StreamExt;
+        ///
+        /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+        /// # async fn main() {
+        /// let flow = flowgate::source::iter(0..8u64).map_concurrent(4, |i| async move {
+        ///     tokio::time::sleep(Duration::from_millis(5)).await;
+        ///     i
+        /// });
+        /// let stats = flow.stats();
+        /// let mut flow = Box::pin(flow);
+        /// assert_eq!(flow.next().await, Some(0));
+        /// let now = stats.snapshot();
+        /// assert_eq!((now.pulled_count, now.yielded_count, now.held_count), (4, 1, 3));
+        /// assert!(now.held_count as usize <= now.window);
+        /// # }
+        /// ```
+        #[track_caller]
+        pub fn stats(&self) -> crate::Stats {
+            self.inner.stats()
+        }
+
         /// Shuts the stream down gracefully when `token` is cancelled: nothing more is
         /// pulled, work in flight gets `grace` (on tokio's clock) to finish and its
         /// results are yielded, then the rest is cancelled and the stream ends. The item
@@ -975,4 +1193,4 @@ macro_rules! shutdown_methods {
     };
 }
 
-pub(crate) use shutdown_methods;
+pub(crate) use engine_methods;

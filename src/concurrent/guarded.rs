@@ -90,21 +90,19 @@ where
         engine: super::engine::PlainEngine<St, TryCallAsync<F>, AsyncLane<Fut>, O>,
     ) -> Self {
         let operator = engine.operator();
-        let (upstream, TryCallAsync { f }, _, limit, window, ordered) = engine.into_parts();
-        let mut inner = Engine::with_settle(
+        let (upstream, TryCallAsync { f }, _, carried) = engine.into_parts();
+        let inner = Engine::with_carried(
             operator,
             upstream,
             GuardCall { f, timeout: None },
-            AsyncLane::new(limit),
+            AsyncLane::new(carried.limit),
             Policies::new(),
-            limit,
-            ordered,
+            carried,
         );
-        inner.set_window(window);
         Guarded { inner }
     }
 
-    super::engine::shutdown_methods!();
+    super::engine::engine_methods!();
 
     /// Gives up an attempt that waits longer than `timeout`, timed on tokio's clock from
     /// its first poll that returns `Pending` (an attempt ready at its first poll costs

@@ -108,24 +108,22 @@ where
         F: Fn(St::Ok) -> Result<U, St::Error> + Send + Sync + 'static,
     {
         let operator = engine.operator();
-        let (upstream, _, lane, limit, window, ordered) = engine.into_parts();
+        let (upstream, _, lane, carried) = engine.into_parts();
         let f = lane.into_f();
         let work: Work<St::Ok, TimedOutput<Result<U, St::Error>>> =
             Box::new(move |item| TimedOutput::Finished(f(item)));
-        let mut inner = Engine::with_settle(
+        let inner = Engine::with_carried(
             operator,
             upstream,
             GuardPass { out: PhantomData },
-            BlockingLane::new(limit, work),
+            BlockingLane::new(carried.limit, work),
             Policies::new(),
-            limit,
-            ordered,
+            carried,
         );
-        inner.set_window(window);
         GuardedPar { inner }
     }
 
-    super::engine::shutdown_methods!();
+    super::engine::engine_methods!();
 
     /// Gives up an attempt that runs longer than `timeout`, timed on tokio's clock from
     /// its hand-over to the blocking pool (which gives it a thread at once): the

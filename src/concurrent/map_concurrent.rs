@@ -42,7 +42,7 @@ where
         }
     }
 
-    super::engine::shutdown_methods!();
+    super::engine::engine_methods!();
 
     /// Lets up to `window` items be pulled and not yet yielded, while at most `limit`
     /// jobs still run at once.

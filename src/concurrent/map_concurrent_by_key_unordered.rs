@@ -46,7 +46,7 @@ where
         }
     }
 
-    super::engine::shutdown_methods!();
+    super::engine::engine_methods!();
 
     /// Lets up to `window` items be pulled and not yet yielded (running, waiting for
     /// their key, or finished and waiting to leave), while at most `limit` jobs run at

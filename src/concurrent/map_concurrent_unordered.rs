@@ -42,7 +42,7 @@ where
         }
     }
 
-    super::engine::shutdown_methods!();
+    super::engine::engine_methods!();
 }
 
 engine_stream!(

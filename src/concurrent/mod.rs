@@ -143,6 +143,9 @@ pub(crate) trait Settle<Input, Out> {
     fn retry_input(&mut self, index: u64) -> Input;
     /// Whether a yielded item ends the stream.
     fn ends_run(&self, item: &Self::Item) -> bool;
+    /// Whether an item's final outcome is a failure (for the statistics), whether or
+    /// not it ends the run.
+    fn is_failed(&self, outcome: &Outcome<Self::Item>) -> bool;
 }
 
 /// The plain operators' settling: every outcome is final; failures are what the mapper
@@ -194,6 +197,10 @@ impl<Input, O> Settle<Input, O> for Direct<O> {
 
     fn ends_run(&self, item: &O) -> bool {
         (self.is_failure)(item)
+    }
+
+    fn is_failed(&self, outcome: &Outcome<O>) -> bool {
+        (self.lane_failure)(outcome)
     }
 }
 
@@ -283,6 +290,10 @@ pub(crate) trait Lane {
     fn cancel_from(&mut self, index: u64);
     /// Cancels everything and releases the workers. Idempotent; also run on drop.
     fn close(&mut self);
+    /// Counts the jobs' ends (and cancellations) in a stage's statistics, and ends them
+    /// when the lane closes. Called before [`Lane::bind`], when statistics were asked
+    /// for.
+    fn observe(&mut self, core: std::sync::Arc<crate::stats::Core>);
 }
 
 /// Drops a value of the user's (an item, a future, an output, a panic payload) where no

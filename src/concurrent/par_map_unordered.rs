@@ -40,7 +40,7 @@ where
         }
     }
 
-    super::engine::shutdown_methods!();
+    super::engine::engine_methods!();
 }
 
 engine_stream!(

@@ -375,6 +375,10 @@ where
     fn ends_run(&self, item: &Self::Item) -> bool {
         item.is_err() && !self.keep_going
     }
+
+    fn is_failed(&self, outcome: &Outcome<Self::Item>) -> bool {
+        !matches!(outcome, Ok(Ok(_)))
+    }
 }
 
 impl<T, E> Policies<T, E> {

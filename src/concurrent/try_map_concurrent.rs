@@ -44,7 +44,7 @@ where
         }
     }
 
-    super::engine::shutdown_methods!();
+    super::engine::engine_methods!();
 
     super::guarded::guard_methods!("try_map_concurrent");
 

@@ -41,7 +41,7 @@ where
         }
     }
 
-    super::engine::shutdown_methods!();
+    super::engine::engine_methods!();
 
     super::guarded_par::guard_par_methods!();
 

@@ -43,6 +43,8 @@ pub(super) struct Driver<Fut: Future> {
     paced: bool,
     /// Whether the runtime has other workers (which may run a task this one wakes).
     other_workers: bool,
+    /// The stage's statistics, when asked for: each job's end is counted.
+    stats: Option<Arc<crate::stats::Core>>,
 }
 
 /// What a driver does next, decided under the run queue's lock.
@@ -68,6 +70,7 @@ where
         other_workers: bool,
     ) -> Self {
         Driver {
+            stats: shared.stats.get().cloned(),
             shared,
             id,
             parked: false,
@@ -243,6 +246,9 @@ where
             Ok(Poll::Ready(output)) => finish(&mut future, Ok(output)),
             Err(payload) => finish(&mut future, Err(payload)),
         };
+        if let Some(stats) = &self.stats {
+            stats.job_finished();
+        }
         let failed = (self.is_failure)(&output);
         if failed {
             // Fail fast: later jobs are dropped now, not when the consumer next looks.
@@ -267,7 +273,9 @@ where
     fn claim(&self, slot: &Slot<Fut>) -> Option<(FutureBox<Fut>, u64)> {
         let mut cell = lock(&slot.cell);
         if self.shared.is_cancelled(cell.index) {
-            cancel_job(cell);
+            if cancel_job(cell) {
+                self.shared.count_cancelled(1);
+            }
             return None;
         }
         let future = cell.future.take()?;
@@ -282,7 +290,9 @@ where
         // Checked under the cell's lock: a cancellation sweeps cells under the same lock
         // after setting the cutoff, so the job is dropped by one side or the other.
         if self.shared.is_cancelled(index) {
-            cancel_job(cell);
+            if cancel_job(cell) {
+                self.shared.count_cancelled(1);
+            }
             slot.state.to_done();
             return;
         }

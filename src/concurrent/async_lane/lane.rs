@@ -135,6 +135,9 @@ impl<Fut: Future> AsyncLane<Fut> {
         };
         drop(consumer);
         drop(finished);
+        if let Some(stats) = self.shared.stats.get() {
+            stats.end();
+        }
     }
 }
 
@@ -173,6 +176,10 @@ where
     type Job = Fut;
     type Out = Fut::Output;
     const WORKERS: Workers = Workers::RuntimeTasks;
+
+    fn observe(&mut self, core: Arc<crate::stats::Core>) {
+        let _ = self.shared.stats.set(core);
+    }
 
     fn bind(
         &mut self,

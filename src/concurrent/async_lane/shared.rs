@@ -5,7 +5,9 @@
 //! cancellation cutoff and its sweep.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::stats::Core;
 use std::task::Waker;
 
 use super::lock;
@@ -34,6 +36,8 @@ pub(super) struct Shared<Fut: Future> {
     pub(super) slots: Mutex<Vec<Arc<Slot<Fut>>>>,
     /// Set when a driver task was dropped while the lane was open.
     pub(super) runtime_gone: AtomicBool,
+    /// The stage's statistics, when asked for; set before the lane is bound.
+    pub(super) stats: OnceLock<Arc<Core>>,
 }
 
 /// Finished jobs on their way to the consumer, and the consumer's waker.
@@ -59,6 +63,14 @@ impl<Fut: Future> Shared<Fut> {
             helper_wakes: AtomicUsize::new(0),
             slots: Mutex::new(Vec::new()),
             runtime_gone: AtomicBool::new(false),
+            stats: OnceLock::new(),
+        }
+    }
+
+    /// Counts `count` jobs dropped before their end in the statistics, if any.
+    pub(super) fn count_cancelled(&self, count: u64) {
+        if let Some(stats) = self.stats.get() {
+            stats.jobs_cancelled(count);
         }
     }
 
@@ -79,12 +91,14 @@ impl<Fut: Future> Shared<Fut> {
     pub(super) fn cancel_from(&self, from: u64) {
         self.cutoff.fetch_min(from, Ordering::AcqRel);
         let slots = lock(&self.slots).clone();
+        let mut cancelled = 0;
         for slot in slots {
             let cell = lock(&slot.cell);
-            if cell.index >= from {
-                cancel_job(cell);
+            if cell.index >= from && cancel_job(cell) {
+                cancelled += 1;
             }
         }
+        self.count_cancelled(cancelled);
     }
 
     /// The runtime dropped a driver task while the lane was open (see `Driver`'s `Drop`):

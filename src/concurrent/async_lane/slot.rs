@@ -161,16 +161,17 @@ impl<Fut: Future> Wake for Slot<Fut> {
 /// future is taken out under the lock and dropped after it (it is user code), a panic
 /// in its destructor contained (the cancellation is what the consumer sees). The
 /// claim, the sweep and a driver's re-check after a poll all drop a job this way.
-pub(super) fn cancel_job<Fut: Future>(mut cell: MutexGuard<'_, Cell<Fut>>) {
+pub(super) fn cancel_job<Fut: Future>(mut cell: MutexGuard<'_, Cell<Fut>>) -> bool {
     let Some(future) = cell.future.as_mut() else {
-        return;
+        return false;
     };
     if future.is_none() {
-        return;
+        return false;
     }
     let mut taken = mem::replace(future, Box::pin(None));
     drop(cell);
     drop_contained(drop_job(&mut taken));
+    true
 }
 
 /// Drops a job's future in place (its box is kept for the next job). Returns the panic
