@@ -22,14 +22,25 @@
 //! A word is a run of bytes other than ASCII white space (space, tab, newline, vertical
 //! tab, form feed, carriage return), case and punctuation kept: the counts printed by
 //! `--all` equal those of `LC_ALL=C tr -s '[:space:]' '\n' < FILE | sort | uniq -c`.
+//!
+//! While it runs, the counting stage's statistics drive a progress report: a live bar
+//! (lines, blocks/s, how busy the workers are, and what holds the run back: the source,
+//! the counting stage, or the merge on the consumer's side) when stdout is a terminal,
+//! otherwise a line on stderr every few seconds. It ends with the stage's summary.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::time::Instant;
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use flowgate::prelude::*;
+use flowgate::stats::{Pipeline, PipelineSample};
 use futures::stream::BoxStream;
 use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio_util::sync::CancellationToken;
 
 /// Bytes per block of lines: some 20,000 lines, milliseconds of counting.
 const BLOCK_BYTES: usize = 1 << 20;
@@ -260,6 +271,51 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// Reports progress from the pipeline view's samples until the stage ends: a live bar
+/// on a terminal, otherwise (and with `--all`, whose output is the counts) a line on
+/// stderr every few seconds. `lines_done` is the consumer's count of merged lines;
+/// `total_lines` is known for a generated corpus.
+fn report_progress(
+    view: Pipeline,
+    lines_done: Arc<AtomicU64>,
+    total_lines: Option<u64>,
+    live: bool,
+    done: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let describe = |sample: &PipelineSample| {
+        let stage = &sample.stages[0].interval;
+        format!(
+            "{:.0} blocks/s, busy {:.0}%, bottleneck: {}",
+            stage.yielded_per_sec(),
+            stage.busy_ratio() * 100.0,
+            sample.bottleneck
+        )
+    };
+    tokio::spawn(async move {
+        if live {
+            let bar = ProgressBar::with_draw_target(total_lines, ProgressDrawTarget::stdout());
+            let template = match total_lines {
+                Some(_) => "{bar:20} {human_pos}/{human_len} lines, {wide_msg}",
+                None => "{spinner} {human_pos} lines, {wide_msg}",
+            };
+            bar.set_style(ProgressStyle::with_template(template).expect("a valid template"));
+            let mut samples = std::pin::pin!(view.every(Duration::from_millis(200)));
+            while let Some(sample) = done.run_until_cancelled(samples.next()).await.flatten() {
+                bar.set_position(lines_done.load(Ordering::Relaxed));
+                let rate = indicatif::HumanCount(bar.per_sec() as u64);
+                bar.set_message(format!("{rate}/s, {}", describe(&sample)));
+            }
+            bar.finish_and_clear();
+        } else {
+            let mut samples = std::pin::pin!(view.every(Duration::from_secs(3)));
+            while let Some(sample) = done.run_until_cancelled(samples.next()).await.flatten() {
+                let lines = lines_done.load(Ordering::Relaxed);
+                eprintln!("wordcount: {lines} lines, {}", describe(&sample));
+            }
+        }
+    })
+}
+
 #[tokio::main]
 async fn main() {
     let args = parse_args();
@@ -269,18 +325,39 @@ async fn main() {
         Some(path) => from_file(path),
         None => generated(args.lines),
     };
-    let per_block = blocks.par_map_unordered(workers, count_block);
+    let per_block = blocks
+        .par_map_unordered(workers, count_block)
+        .named("count");
+    let view = Pipeline::new().stage(&per_block.stats());
+    let summary = view.clone();
+    let lines_done = Arc::new(AtomicU64::new(0));
+    let total_lines = args.path.is_none().then_some(args.lines);
+    let live = std::io::stdout().is_terminal() && !args.all;
+    let done = CancellationToken::new();
+    let progress = report_progress(
+        view,
+        Arc::clone(&lines_done),
+        total_lines,
+        live,
+        done.clone(),
+    );
 
     let mut total: Counts<String> = Counts::default();
     let mut line_count = 0usize;
     let mut per_block = per_block;
     while let Some((lines, counts)) = per_block.next().await {
         line_count += lines;
+        lines_done.store(line_count as u64, Ordering::Relaxed);
         for (word, n) in counts {
             *total.entry(word).or_insert(0) += n;
         }
     }
+    drop(per_block);
     let elapsed = started.elapsed().as_secs_f64();
+    done.cancel();
+    progress
+        .await
+        .expect("the progress report ends with the run");
 
     if args.all {
         let mut all: Vec<(&String, &u64)> = total.iter().collect();
@@ -305,4 +382,5 @@ async fn main() {
         Some(mib) => println!("peak memory (VmHWM): {mib:.1} MiB"),
         None => println!("peak memory: not available on this platform"),
     }
+    println!("\n{}", summary.totals());
 }

@@ -215,6 +215,35 @@ where
         .await
 }
 
+/// flowgate's `map_concurrent` (`ordered`) or `map_concurrent_unordered` with its
+/// statistics taken (`.stats()`), summed with `fold`; returns the sum and checks the
+/// final snapshot's counts.
+pub async fn flowgate_with_stats(n: u64, limit: usize, ordered: bool) -> u64 {
+    use futures::future::Either;
+    let source = flowgate::source::iter(0..n);
+    let (flow, stats) = if ordered {
+        let flow = source.map_concurrent(limit, |x| async move { x + 1 });
+        let stats = flow.stats();
+        (Either::Left(flow), stats)
+    } else {
+        let flow = source.map_concurrent_unordered(limit, |x| async move { x + 1 });
+        let stats = flow.stats();
+        (Either::Right(flow), stats)
+    };
+    let sum = flow.fold(0u64, add_wrapping).await;
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        (
+            snapshot.pulled_count,
+            snapshot.finished_count,
+            snapshot.yielded_count
+        ),
+        (n, n, n),
+        "the statistics count every item"
+    );
+    sum
+}
+
 /// Which failure policies a `try_map_concurrent` benchmark attaches (no item fails):
 /// what they cost when nothing goes wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -70,6 +70,8 @@ struct State<O, R> {
     held: usize,
     /// Jobs handed to the lane whose result has not come back.
     running: usize,
+    /// Jobs started so far (attempts), for the statistics.
+    starts: u64,
     exit: Exit<O>,
     retries: Retries,
     /// The shutdown token and its grace period, with `with_shutdown`.
@@ -176,6 +178,7 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
                 next_index: 0,
                 held: 0,
                 running: 0,
+                starts: 0,
                 exit: Exit::new(ordered),
                 retries: Retries {
                     due: BinaryHeap::new(),
@@ -398,10 +401,10 @@ impl<O, R> State<O, R> {
         outcome: Outcome<R>,
     ) {
         match settle.settle(index, outcome) {
-            Settled::Final(outcome, failure) => self.finish(lane, settle, index, outcome, failure),
+            Settled::Final(outcome, failure) => self.finish(lane, index, outcome, failure),
             Settled::Retry(delay) => {
                 if let Some(recorder) = &mut self.recorder {
-                    recorder.local.retried += 1;
+                    recorder.retried();
                 }
                 let due = tokio::time::Instant::now() + delay;
                 self.retries.due.push(Reverse((due, index)));
@@ -411,19 +414,13 @@ impl<O, R> State<O, R> {
 
     /// Gives the item at `index` its result; a failure cancels the work it makes useless
     /// (retries waiting included).
-    fn finish<I, L: Lane<Out = R>, S: Settle<I, R, Item = O>>(
+    fn finish<L: Lane<Out = R>>(
         &mut self,
         lane: &mut L,
-        settle: &S,
         index: u64,
         outcome: Outcome<O>,
         failure: bool,
     ) {
-        if let Some(recorder) = &mut self.recorder {
-            if failure || settle.is_failed(&outcome) {
-                recorder.local.failed += 1;
-            }
-        }
         if self.gated {
             self.settled.push(index);
         }
@@ -455,9 +452,7 @@ impl<O, R> State<O, R> {
         match mapper.prepare(input) {
             Prepared::Start(job) => {
                 self.running += 1;
-                if let Some(recorder) = &mut self.recorder {
-                    recorder.job_started();
-                }
+                self.starts += 1;
                 lane.start(index, job);
                 true
             }
@@ -678,7 +673,7 @@ impl<O, R> State<O, R> {
                     // again.
                     self.upstream_done = true;
                     let index = self.take_position();
-                    self.finish(lane, settle, index, Err(payload), true);
+                    self.finish(lane, index, Err(payload), true);
                     break;
                 }
             };
@@ -701,7 +696,7 @@ impl<O, R> State<O, R> {
                         }
                         Err(out) => {
                             let (outcome, failure) = settle.rejected(index, out);
-                            self.finish(lane, settle, index, outcome, failure);
+                            self.finish(lane, index, outcome, failure);
                         }
                     }
                 }
@@ -733,7 +728,7 @@ impl<O, R> State<O, R> {
     #[inline]
     fn hand_over<L: Lane<Out = R>>(&mut self, lane: &mut L) -> Handover {
         if let Some(recorder) = &mut self.recorder {
-            recorder.before_hand_over(self.next_index, self.held);
+            recorder.before_hand_over(self.next_index, self.held, self.starts);
         }
         lane.flush()
     }
@@ -793,7 +788,8 @@ impl<O, R> State<O, R> {
             Err(payload) => {
                 self.end(lane);
                 if let Some(recorder) = &mut self.recorder {
-                    recorder.poll_ends(self.next_index, self.held, false, true);
+                    // The panic leaves in the item's place: a failure, yielded.
+                    recorder.poll_ends(self.next_index, self.held, Some(true), true);
                 }
                 resume_unwind(payload)
             }
@@ -913,9 +909,6 @@ impl<O, R> State<O, R> {
                 }
                 self.yields_since_collect += 1;
                 self.stop_lingering();
-                if let Some(recorder) = &mut self.recorder {
-                    recorder.full_at_yield = self.held == self.window;
-                }
                 coop.made_progress();
                 return Poll::Ready(self.deliver(lane, settle, outcome));
             }
@@ -987,9 +980,17 @@ where
             recorder.polled();
         }
         let polled = state.turn(this.upstream, this.mapper, lane, settle, cx);
+        if state.recorder.is_none() {
+            return polled;
+        }
+        // An item that leaves is a failure if it ends the run (only failures end it
+        // with an item) or if it is one kept going past.
+        let failed = match &polled {
+            Poll::Ready(Some(item)) => Some(state.ended || settle.is_failed(item)),
+            _ => None,
+        };
         if let Some(recorder) = &mut state.recorder {
-            let yielded = matches!(polled, Poll::Ready(Some(_)));
-            recorder.poll_ends(state.next_index, state.held, yielded, state.ended);
+            recorder.poll_ends(state.next_index, state.held, failed, state.ended);
         }
         polled
     }

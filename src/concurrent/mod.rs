@@ -143,9 +143,9 @@ pub(crate) trait Settle<Input, Out> {
     fn retry_input(&mut self, index: u64) -> Input;
     /// Whether a yielded item ends the stream.
     fn ends_run(&self, item: &Self::Item) -> bool;
-    /// Whether an item's final outcome is a failure (for the statistics), whether or
-    /// not it ends the run.
-    fn is_failed(&self, outcome: &Outcome<Self::Item>) -> bool;
+    /// Whether a yielded item is a failure that does not end the run (one kept going
+    /// past), for the statistics: failures that end it are told by [`Settle::ends_run`].
+    fn is_failed(&self, item: &Self::Item) -> bool;
 }
 
 /// The plain operators' settling: every outcome is final; failures are what the mapper
@@ -199,8 +199,10 @@ impl<Input, O> Settle<Input, O> for Direct<O> {
         (self.is_failure)(item)
     }
 
-    fn is_failed(&self, outcome: &Outcome<O>) -> bool {
-        (self.lane_failure)(outcome)
+    #[inline]
+    fn is_failed(&self, _: &O) -> bool {
+        // Every failure of a plain operator ends the run.
+        false
     }
 }
 

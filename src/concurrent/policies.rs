@@ -376,8 +376,9 @@ where
         item.is_err() && !self.keep_going
     }
 
-    fn is_failed(&self, outcome: &Outcome<Self::Item>) -> bool {
-        !matches!(outcome, Ok(Ok(_)))
+    #[inline]
+    fn is_failed(&self, item: &Self::Item) -> bool {
+        item.is_err()
     }
 }
 

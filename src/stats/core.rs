@@ -138,29 +138,33 @@ impl Core {
     /// Nanoseconds since the first poll, on tokio's clock.
     pub(crate) fn now(&self) -> u64 {
         match self.meta.get() {
-            Some(meta) => nanos(Instant::now().saturating_duration_since(meta.base)),
+            Some(meta) => since(meta.base),
             None => 0,
         }
     }
 
     /// The consumer's counters and clocks, all from one poll (a sequence lock: the
-    /// consumer is the one writer).
-    pub(crate) fn publish(&self, p: &Published) {
+    /// consumer is the one writer). The counts that change at every poll are always
+    /// written; the rest only when `all` (they changed).
+    #[inline(always)]
+    pub(crate) fn publish(&self, p: &Published, all: bool) {
         let seq = self.seq.load(Ordering::Relaxed);
         self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
         self.pulled.store(p.pulled, Ordering::Relaxed);
         self.yielded.store(p.yielded, Ordering::Relaxed);
-        self.failed.store(p.failed, Ordering::Relaxed);
-        self.retried.store(p.retried, Ordering::Relaxed);
         self.started.store(p.started, Ordering::Relaxed);
-        self.starved_total.store(p.starved_total, Ordering::Relaxed);
-        self.starved_since
-            .store(p.starved_since.unwrap_or(NONE), Ordering::Relaxed);
-        self.backpressured_total
-            .store(p.backpressured_total, Ordering::Relaxed);
-        self.backpressured_since
-            .store(p.backpressured_since.unwrap_or(NONE), Ordering::Relaxed);
+        if all {
+            self.failed.store(p.failed, Ordering::Relaxed);
+            self.retried.store(p.retried, Ordering::Relaxed);
+            self.starved_total.store(p.starved_total, Ordering::Relaxed);
+            self.starved_since
+                .store(p.starved_since.unwrap_or(NONE), Ordering::Relaxed);
+            self.backpressured_total
+                .store(p.backpressured_total, Ordering::Relaxed);
+            self.backpressured_since
+                .store(p.backpressured_since.unwrap_or(NONE), Ordering::Relaxed);
+        }
         self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
@@ -193,10 +197,10 @@ impl Core {
         }
     }
 
-    /// A job is about to be handed over (called by the consumer).
+    /// `count` jobs are about to be handed over (called by the consumer).
     #[inline]
-    pub(crate) fn job_started(&self) {
-        if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
+    pub(crate) fn jobs_started(&self, count: u64) {
+        if self.running.fetch_add(count, Ordering::AcqRel) == 0 {
             self.busy_turn(true);
         }
     }
@@ -307,49 +311,71 @@ impl Core {
     }
 }
 
-pub(crate) fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX - 1)
+/// Nanoseconds from `base` to now on tokio's clock (`u64` holds 584 years).
+#[inline]
+fn since(base: Instant) -> u64 {
+    let elapsed = Instant::now().saturating_duration_since(base);
+    elapsed.as_secs() * 1_000_000_000 + u64::from(elapsed.subsec_nanos())
 }
 
 /// The consumer's side of a stage's statistics: what it counts between publications.
 pub(crate) struct Recorder {
-    pub(crate) core: std::sync::Arc<Core>,
-    pub(crate) local: Published,
-    /// The item about to leave was yielded while the bound was full.
-    pub(crate) full_at_yield: bool,
+    core: std::sync::Arc<Core>,
+    base: Instant,
+    local: Published,
+    /// Whether more than the per-poll counts changed since the last publication.
+    dirty: bool,
+    /// The stage's window (the bound is full when it holds this many).
+    window: usize,
 }
 
 impl Recorder {
+    /// The recorder of a stage bound to `core` (see [`Core::bind`]).
     pub(crate) fn new(core: std::sync::Arc<Core>) -> Self {
+        let meta = core
+            .meta()
+            .expect("flowgate: a stage's statistics are bound first");
         Recorder {
             core,
+            base: meta.base,
             local: Published::default(),
-            full_at_yield: false,
+            dirty: false,
+            window: meta.window,
         }
     }
 
-    /// A job is about to be handed over.
     #[inline]
-    pub(crate) fn job_started(&mut self) {
-        self.local.started += 1;
-        self.core.job_started();
+    fn now(&self) -> u64 {
+        since(self.base)
     }
 
-    /// Jobs are about to be handed over: they are counted as started before any of
-    /// them can finish.
+    /// An attempt failed and waits for its retry.
+    pub(crate) fn retried(&mut self) {
+        self.local.retried += 1;
+        self.dirty = true;
+    }
+
+    /// Jobs are about to be handed over (`starts` counts every job started so far):
+    /// they are counted as started, and published, before any of them can finish.
     #[inline]
-    pub(crate) fn before_hand_over(&mut self, pulled: u64, held: usize) {
+    pub(crate) fn before_hand_over(&mut self, pulled: u64, held: usize, starts: u64) {
+        let new = starts - self.local.started;
+        if new > 0 {
+            self.local.started = starts;
+            self.core.jobs_started(new);
+        }
         self.local.pulled = pulled;
         self.local.yielded = pulled - held as u64;
-        self.core.publish(&self.local);
+        self.core
+            .publish(&self.local, std::mem::take(&mut self.dirty));
     }
 
     /// A poll begins: the time since the last yield with a full bound was backpressure.
     #[inline]
     pub(crate) fn polled(&mut self) {
         if let Some(since) = self.local.backpressured_since.take() {
-            let now = self.core.now();
-            self.local.backpressured_total += now.saturating_sub(since);
+            self.local.backpressured_total += self.now().saturating_sub(since);
+            self.dirty = true;
         }
     }
 
@@ -357,37 +383,60 @@ impl Recorder {
     #[inline]
     pub(crate) fn upstream(&mut self, pending: bool) {
         match (pending, self.local.starved_since) {
-            (true, None) => self.local.starved_since = Some(self.core.now()),
+            (true, None) => {
+                self.local.starved_since = Some(self.now());
+                self.dirty = true;
+            }
             (false, Some(since)) => {
                 self.local.starved_since = None;
-                self.local.starved_total += self.core.now().saturating_sub(since);
+                self.local.starved_total += self.now().saturating_sub(since);
+                self.dirty = true;
             }
             _ => {}
         }
     }
 
-    /// A poll ends: with an item (`yielded`), or not; publishes.
-    #[inline]
-    pub(crate) fn poll_ends(&mut self, pulled: u64, held: usize, yielded: bool, ended: bool) {
+    /// A poll ends: with an item (`yielded` is `Some(failed)`: whether it is a
+    /// failure), or not; publishes. `held` is counted after the item left.
+    #[inline(always)]
+    pub(crate) fn poll_ends(
+        &mut self,
+        pulled: u64,
+        held: usize,
+        yielded: Option<bool>,
+        ended: bool,
+    ) {
         self.local.pulled = pulled;
         self.local.yielded = pulled - held as u64;
-        if yielded {
-            // The time from here belongs to downstream: not starved any more, and
-            // backpressured if the bound was full as the item left.
-            self.upstream(false);
-            if std::mem::take(&mut self.full_at_yield) {
-                self.local.backpressured_since = Some(self.core.now());
+        if let Some(failed) = yielded {
+            if failed {
+                self.local.failed += 1;
+                self.dirty = true;
+            }
+            // The bound was full as the item left: backpressured until the next poll.
+            if held + 1 == self.window || self.local.starved_since.is_some() {
+                self.times_at_yield(held + 1 == self.window);
             }
         }
         if ended {
             self.upstream(false);
-            if let Some(since) = self.local.backpressured_since.take() {
-                self.local.backpressured_total += self.core.now().saturating_sub(since);
-            }
+            self.polled();
         }
-        self.core.publish(&self.local);
+        self.core
+            .publish(&self.local, std::mem::take(&mut self.dirty));
         if ended {
             self.core.end();
+        }
+    }
+
+    /// After a yield the time belongs to downstream: not starved any more, and
+    /// backpressured if the bound was `full` as the item left.
+    #[inline(never)]
+    fn times_at_yield(&mut self, full: bool) {
+        self.upstream(false);
+        if full {
+            self.local.backpressured_since = Some(self.now());
+            self.dirty = true;
         }
     }
 }

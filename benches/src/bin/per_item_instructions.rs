@@ -12,8 +12,9 @@
 //! blocking lane with the trivial closure `|x| x + 1`, limit 2 by default), and
 //! `try_map_concurrent`, `try_map_concurrent_timeout` (with a timeout, keep-going and
 //! caught panics) and `try_map_concurrent_retry` (the same and retries), no item
-//! failing, and `map_concurrent_by_key` / `map_concurrent_by_key_unordered` (the trivial
-//! future, keyed by `x % 16`).
+//! failing, `map_concurrent_by_key` / `map_concurrent_by_key_unordered` (the trivial
+//! future, keyed by `x % 16`), and `map_concurrent_stats` /
+//! `map_concurrent_unordered_stats` (the plain operators with `.stats()` taken).
 //!
 //! Running a workload at two item counts and dividing the difference of the instruction
 //! counts by the difference of the item counts gives the cost per item without start-up.
@@ -29,7 +30,8 @@ const USAGE: &str = "usage: per_item_instructions <workload> <items> [limit]\n\
     workloads: buffer_unordered buffered map_concurrent_unordered map_concurrent spawn \
     for_each_concurrent par_stream_then par_stream_then_unordered par_map \
     try_map_concurrent try_map_concurrent_timeout try_map_concurrent_retry \
-    map_concurrent_by_key map_concurrent_by_key_unordered";
+    map_concurrent_by_key map_concurrent_by_key_unordered \
+    map_concurrent_stats map_concurrent_unordered_stats";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -81,6 +83,18 @@ fn main() -> ExitCode {
         (
             runtime.block_on(in_task(flowgate_benches::keyed::by_key_trivial(
                 n, limit, 16, ordered,
+            ))),
+            limit,
+        )
+    } else if let Some(ordered) = match name {
+        "map_concurrent_stats" => Some(true),
+        "map_concurrent_unordered_stats" => Some(false),
+        _ => None,
+    } {
+        let limit = limit.unwrap_or(64);
+        (
+            runtime.block_on(in_task(flowgate_benches::flowgate_with_stats(
+                n, limit, ordered,
             ))),
             limit,
         )
