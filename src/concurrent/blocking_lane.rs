@@ -53,6 +53,9 @@ struct Shared<F, T, O> {
     timed: AtomicBool,
     /// The stage's statistics, when asked for; set before the lane is bound.
     stats: OnceLock<Arc<Core>>,
+    /// The stage's span; set before the lane is bound.
+    #[cfg(feature = "tracing")]
+    span: OnceLock<tracing::Span>,
 }
 
 /// A job queued for a loop: its position, its ticket (unique per job handed over: a
@@ -150,6 +153,18 @@ where
     let shared = ticket.0.take().expect("a ticket is used once");
     let timed = shared.timed.load(Ordering::Relaxed);
     let stats = shared.stats.get().cloned();
+    #[cfg(feature = "tracing")]
+    let span = shared
+        .span
+        .get()
+        .cloned()
+        .unwrap_or_else(tracing::Span::none);
+    // Jobs' spans go to the stage's subscriber, even where it is not this thread's
+    // default (a subscriber set for one thread only).
+    #[cfg(feature = "tracing")]
+    let _dispatch = span
+        .with_subscriber(|(_, dispatch)| dispatch.clone())
+        .map(|dispatch| tracing::dispatcher::set_default(&dispatch));
     let mut state = lock(&shared.state);
     loop {
         if let Some(Queued {
@@ -174,7 +189,13 @@ where
                 }
             }
             drop(state);
+            #[cfg(feature = "tracing")]
+            let traced = tracing::trace_span!(parent: &span, "flowgate.job", position = index);
+            #[cfg(feature = "tracing")]
+            let traced = traced.enter();
             let outcome = catch_unwind(AssertUnwindSafe(|| (shared.f)(item)));
+            #[cfg(feature = "tracing")]
+            drop(traced);
             if let Some(stats) = &stats {
                 stats.job_finished();
             }
@@ -359,6 +380,8 @@ impl<F, T, O> BlockingLane<F, T, O> {
                 runtime_gone: AtomicBool::new(false),
                 timed: AtomicBool::new(false),
                 stats: OnceLock::new(),
+                #[cfg(feature = "tracing")]
+                span: OnceLock::new(),
             }),
             limit,
             handle: None,
@@ -459,6 +482,11 @@ where
 
     fn observe(&mut self, core: Arc<Core>) {
         let _ = self.shared.stats.set(core);
+    }
+
+    #[cfg(feature = "tracing")]
+    fn trace(&mut self, span: &tracing::Span) {
+        let _ = self.shared.span.set(span.clone());
     }
 
     fn bind(

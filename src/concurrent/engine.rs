@@ -107,6 +107,9 @@ struct State<O, R> {
     /// The consumer's side of the statistics, from the first poll when they were asked
     /// for.
     recorder: Option<Box<Recorder>>,
+    /// The stage's span, made at the first poll.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 /// A stage's name and the shared part of its statistics, made when `.stats()` is first
@@ -202,6 +205,8 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
                 waiting_since: None,
                 observed: Observed::default(),
                 recorder: None,
+                #[cfg(feature = "tracing")]
+                span: tracing::Span::none(),
             },
         }
     }
@@ -406,6 +411,12 @@ impl<O, R> State<O, R> {
                 if let Some(recorder) = &mut self.recorder {
                     recorder.retried();
                 }
+                #[cfg(feature = "tracing")]
+                tracing::debug!(
+                    position = index,
+                    retry_in_ms = delay.as_secs_f64() * 1e3,
+                    "flowgate: an attempt failed; retrying"
+                );
                 let due = tokio::time::Instant::now() + delay;
                 self.retries.due.push(Reverse((due, index)));
             }
@@ -899,6 +910,8 @@ impl<O, R> State<O, R> {
                 return Poll::Pending;
             }
             if let Some((index, outcome)) = self.exit.pop() {
+                #[cfg(feature = "tracing")]
+                trace_failure(settle, index, &outcome);
                 if !self.in_flight.is_empty() {
                     self.in_flight.remove(&index);
                 }
@@ -972,10 +985,26 @@ where
                 lane.observe(Arc::clone(core));
                 state.recorder = Some(Box::new(Recorder::new(Arc::clone(core))));
             }
+            #[cfg(feature = "tracing")]
+            {
+                let name = state.observed.name.as_deref().unwrap_or(state.operator);
+                state.span = tracing::info_span!(
+                    "flowgate.stage",
+                    stage = name,
+                    operator = state.operator,
+                    limit = state.limit,
+                    window = state.window,
+                );
+                lane.trace(&state.span);
+            }
             lane.bind(&handle, settle.lane_failure(), state.exit.is_ordered());
             state.gated = M::GATED;
             state.bound = true;
         }
+        #[cfg(feature = "tracing")]
+        let span = state.span.clone();
+        #[cfg(feature = "tracing")]
+        let _entered = span.enter();
         if let Some(recorder) = &mut state.recorder {
             recorder.polled();
         }
@@ -1013,6 +1042,19 @@ where
             upper.and_then(|upper| upper.checked_add(state.held)),
         )
     }
+}
+
+/// The `tracing` event of an item that leaves as a failure (in the stage's span).
+#[cfg(feature = "tracing")]
+fn trace_failure<I, R, S: Settle<I, R>>(settle: &S, index: u64, outcome: &Outcome<S::Item>) {
+    let (kind, attempts) = match outcome {
+        Err(_) => ("panic", 1),
+        Ok(item) => match settle.failure_of(item) {
+            Some(failure) => failure,
+            None => return,
+        },
+    };
+    tracing::warn!(position = index, kind, attempts, "flowgate: an item failed");
 }
 
 /// Implements `Stream`, `FusedStream` and `Debug` for an operator that wraps an

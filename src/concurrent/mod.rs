@@ -146,6 +146,10 @@ pub(crate) trait Settle<Input, Out> {
     /// Whether a yielded item is a failure that does not end the run (one kept going
     /// past), for the statistics: failures that end it are told by [`Settle::ends_run`].
     fn is_failed(&self, item: &Self::Item) -> bool;
+    /// For a yielded item that is a failure: its kind (`"error"`, `"timeout"`,
+    /// `"panic"`) and the attempts made, for the `tracing` event.
+    #[cfg(feature = "tracing")]
+    fn failure_of(&self, item: &Self::Item) -> Option<(&'static str, u32)>;
 }
 
 /// The plain operators' settling: every outcome is final; failures are what the mapper
@@ -203,6 +207,11 @@ impl<Input, O> Settle<Input, O> for Direct<O> {
     fn is_failed(&self, _: &O) -> bool {
         // Every failure of a plain operator ends the run.
         false
+    }
+
+    #[cfg(feature = "tracing")]
+    fn failure_of(&self, item: &O) -> Option<(&'static str, u32)> {
+        (self.is_failure)(item).then_some(("error", 1))
     }
 }
 
@@ -292,6 +301,10 @@ pub(crate) trait Lane {
     fn cancel_from(&mut self, index: u64);
     /// Cancels everything and releases the workers. Idempotent; also run on drop.
     fn close(&mut self);
+    /// The stage's span: each job's polls are traced as `flowgate.job` spans under it.
+    /// Called before [`Lane::bind`].
+    #[cfg(feature = "tracing")]
+    fn trace(&mut self, span: &tracing::Span);
     /// Counts the jobs' ends (and cancellations) in a stage's statistics, and ends them
     /// when the lane closes. Called before [`Lane::bind`], when statistics were asked
     /// for.

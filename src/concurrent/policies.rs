@@ -380,6 +380,19 @@ where
     fn is_failed(&self, item: &Self::Item) -> bool {
         item.is_err()
     }
+
+    #[cfg(feature = "tracing")]
+    fn failure_of(&self, item: &Self::Item) -> Option<(&'static str, u32)> {
+        let error = item.as_ref().err()?;
+        let kind = if error.is_timeout() {
+            "timeout"
+        } else if error.is_panic() {
+            "panic"
+        } else {
+            "error"
+        };
+        Some((kind, error.attempts()))
+    }
 }
 
 impl<T, E> Policies<T, E> {

@@ -2,6 +2,8 @@
 //! pipeline view's bottleneck, the snapshot streams, and consistency under load.
 
 mod consistency;
+#[cfg(feature = "tracing")]
+mod traced;
 mod view;
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -45,6 +45,9 @@ pub(super) struct Driver<Fut: Future> {
     other_workers: bool,
     /// The stage's statistics, when asked for: each job's end is counted.
     stats: Option<Arc<crate::stats::Core>>,
+    /// The stage's span, the parent of each poll's `flowgate.job` span.
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
 }
 
 /// What a driver does next, decided under the run queue's lock.
@@ -71,6 +74,12 @@ where
     ) -> Self {
         Driver {
             stats: shared.stats.get().cloned(),
+            #[cfg(feature = "tracing")]
+            span: shared
+                .span
+                .get()
+                .cloned()
+                .unwrap_or_else(tracing::Span::none),
             shared,
             id,
             parked: false,
@@ -234,6 +243,10 @@ where
         };
         let waker = Waker::from(Arc::clone(&slot));
         let mut cx = Context::from_waker(&waker);
+        #[cfg(feature = "tracing")]
+        let traced = tracing::trace_span!(parent: &self.span, "flowgate.job", position = index);
+        #[cfg(feature = "tracing")]
+        let traced = traced.enter();
         let polled = catch_unwind(AssertUnwindSafe(|| match future.as_mut().as_pin_mut() {
             Some(job) => job.poll(&mut cx),
             None => Poll::Pending,
@@ -246,6 +259,8 @@ where
             Ok(Poll::Ready(output)) => finish(&mut future, Ok(output)),
             Err(payload) => finish(&mut future, Err(payload)),
         };
+        #[cfg(feature = "tracing")]
+        drop(traced);
         if let Some(stats) = &self.stats {
             stats.job_finished();
         }
@@ -380,6 +395,13 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         let shared = Arc::clone(&this.shared);
+        // Jobs' spans go to the stage's subscriber, even where it is not this worker's
+        // default (a subscriber set for one thread only).
+        #[cfg(feature = "tracing")]
+        let _dispatch = this
+            .span
+            .with_subscriber(|(_, dispatch)| dispatch.clone())
+            .map(|dispatch| tracing::dispatcher::set_default(&dispatch));
         let mut polls = 0;
         loop {
             if this.role == Role::Standby && this.look_while_standing(cx).is_pending() {

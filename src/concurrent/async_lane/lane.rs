@@ -181,6 +181,11 @@ where
         let _ = self.shared.stats.set(core);
     }
 
+    #[cfg(feature = "tracing")]
+    fn trace(&mut self, span: &tracing::Span) {
+        let _ = self.shared.span.set(span.clone());
+    }
+
     fn bind(
         &mut self,
         handle: &tokio::runtime::Handle,

@@ -38,6 +38,9 @@ pub(super) struct Shared<Fut: Future> {
     pub(super) runtime_gone: AtomicBool,
     /// The stage's statistics, when asked for; set before the lane is bound.
     pub(super) stats: OnceLock<Arc<Core>>,
+    /// The stage's span; set before the lane is bound.
+    #[cfg(feature = "tracing")]
+    pub(super) span: OnceLock<tracing::Span>,
 }
 
 /// Finished jobs on their way to the consumer, and the consumer's waker.
@@ -64,6 +67,8 @@ impl<Fut: Future> Shared<Fut> {
             slots: Mutex::new(Vec::new()),
             runtime_gone: AtomicBool::new(false),
             stats: OnceLock::new(),
+            #[cfg(feature = "tracing")]
+            span: OnceLock::new(),
         }
     }
 
