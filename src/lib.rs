@@ -222,6 +222,105 @@
 //! # }
 //! ```
 //!
+//! # Seeing a run
+//!
+//! Every concurrent operator's stream type has `.stats()` and `.named(..)`: the
+//! [`Stats`] handle is cheap, cloneable and readable from any task or thread while the
+//! pipeline runs, and a [`Snapshot`](stats::Snapshot) counts items pulled, started,
+//! finished, in flight, yielded, failed and retried, and the time the stage was busy,
+//! starved (waiting for upstream) and backpressured (waiting for downstream), on tokio's
+//! clock. A [`Pipeline`](stats::Pipeline) view gathers named stages, gives each one's
+//! throughput over the last interval and names the bottleneck: the stage busy while the
+//! one before it is backpressured and the one after it starves (or the source, or the
+//! consumer). Not asking for stats costs nothing measurable; asking costs under 10% on
+//! the per-item benchmark of trivial jobs. With the feature `tracing`, each stage has a
+//! `flowgate.stage` span, each poll of a job a `flowgate.job` span under it, and
+//! failures and retries are events.
+//!
+//! A progress bar (here indicatif's) driven by the pipeline view:
+//!
+//! ```
+//! use std::time::Duration;
+//! use flowgate::prelude::*;
+//! use flowgate::stats::Pipeline;
+//! use futures::StreamExt;
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let fetch = flowgate::source::iter(0..1_000u64)
+//!     .map_concurrent(16, |i| async move {
+//!         tokio::time::sleep(Duration::from_millis(20)).await; // a request
+//!         i
+//!     })
+//!     .named("fetch");
+//! let view = Pipeline::new().stage(&fetch.stats());
+//! let parse = fetch.par_map(2, |i| i * 2).named("parse");
+//! let view = view.stage(&parse.stats());
+//!
+//! let bar = indicatif::ProgressBar::new(1_000);
+//! let progress = tokio::spawn({
+//!     let (bar, summary) = (bar.clone(), view.clone());
+//!     async move {
+//!         let mut samples = std::pin::pin!(view.every(Duration::from_millis(100)));
+//!         while let Some(sample) = samples.next().await {
+//!             let last = &sample.stages[sample.stages.len() - 1];
+//!             bar.set_position(last.total.yielded_count);
+//!             bar.set_message(format!("bottleneck: {}", sample.bottleneck));
+//!         }
+//!         summary.totals()
+//!     }
+//! });
+//! assert_eq!(parse.count().await, 1_000);
+//! let summary = progress.await.unwrap();
+//! bar.finish_and_clear();
+//! println!("{summary}"); // pulled, yielded, in flight, items/s, busy %, starved %, ...
+//! assert_eq!(summary.stages[1].total.yielded_count, 1_000);
+//! # }
+//! ```
+//!
+//! Forwarding a stage's snapshots to a metrics system, every ten seconds:
+//!
+//! ```
+//! use std::time::Duration;
+//! use flowgate::prelude::*;
+//! use futures::StreamExt;
+//!
+//! /// Stands for your metrics client (a gauge or counter per field).
+//! fn gauge(name: &str, value: f64) {
+//!     let _ = (name, value);
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let enrich = flowgate::source::iter(0..500u64)
+//!     .map_concurrent(8, |i| async move {
+//!         tokio::time::sleep(Duration::from_millis(100)).await;
+//!         i
+//!     })
+//!     .named("enrich");
+//! let stats = enrich.stats();
+//! let exporter = tokio::spawn(async move {
+//!     let mut every = std::pin::pin!(stats.every(Duration::from_secs(10)));
+//!     let mut last = None;
+//!     while let Some(now) = every.next().await {
+//!         // Rates over the interval since the previous snapshot.
+//!         let interval = match &last {
+//!             Some(earlier) => now.since(earlier),
+//!             None => now.clone(),
+//!         };
+//!         gauge("enrich.yielded_per_sec", interval.yielded_per_sec());
+//!         gauge("enrich.busy_ratio", interval.busy_ratio());
+//!         gauge("enrich.in_flight", now.in_flight_count as f64);
+//!         gauge("enrich.failed_total", now.failed_count as f64);
+//!         last = Some(now);
+//!     }
+//!     last.expect("a final snapshot").yielded_count
+//! });
+//! assert_eq!(enrich.count().await, 500);
+//! assert_eq!(exporter.await.unwrap(), 500);
+//! # }
+//! ```
+//!
 //! # How it differs from `buffered` / `buffer_unordered`
 //!
 //! `futures::StreamExt::buffered(n)` polls its futures only while the consumer polls the

@@ -135,11 +135,15 @@ pub enum AsyncWorkload {
     ParStreamThen,
     /// par-stream's `par_then_unordered` with `limit` workers and a buffer of `limit`.
     ParStreamThenUnordered,
+    /// `map_concurrent` with its statistics taken (`.stats()`).
+    MapConcurrentStats,
+    /// `map_concurrent_unordered` with its statistics taken (`.stats()`).
+    MapConcurrentUnorderedStats,
 }
 
 impl AsyncWorkload {
     /// Every workload, in the order they are reported.
-    pub const ALL: [AsyncWorkload; 8] = [
+    pub const ALL: [AsyncWorkload; 10] = [
         AsyncWorkload::MapConcurrentUnordered,
         AsyncWorkload::MapConcurrent,
         AsyncWorkload::BufferUnordered,
@@ -148,6 +152,8 @@ impl AsyncWorkload {
         AsyncWorkload::SpawnJoinSet,
         AsyncWorkload::ParStreamThen,
         AsyncWorkload::ParStreamThenUnordered,
+        AsyncWorkload::MapConcurrentStats,
+        AsyncWorkload::MapConcurrentUnorderedStats,
     ];
 
     /// The name used in benchmark ids and on the command line.
@@ -161,6 +167,8 @@ impl AsyncWorkload {
             AsyncWorkload::SpawnJoinSet => "spawn",
             AsyncWorkload::ParStreamThen => "par_stream_then",
             AsyncWorkload::ParStreamThenUnordered => "par_stream_then_unordered",
+            AsyncWorkload::MapConcurrentStats => "map_concurrent_stats",
+            AsyncWorkload::MapConcurrentUnorderedStats => "map_concurrent_unordered_stats",
         }
     }
 
@@ -185,6 +193,10 @@ impl AsyncWorkload {
             AsyncWorkload::SpawnJoinSet => spawn_join_set(n, limit).await,
             AsyncWorkload::ParStreamThen => par_stream_then(n, limit).await,
             AsyncWorkload::ParStreamThenUnordered => par_stream_then_unordered(n, limit).await,
+            AsyncWorkload::MapConcurrentStats => flowgate_with_stats(n, limit, true).await,
+            AsyncWorkload::MapConcurrentUnorderedStats => {
+                flowgate_with_stats(n, limit, false).await
+            }
         }
     }
 }
@@ -216,21 +228,19 @@ where
 }
 
 /// flowgate's `map_concurrent` (`ordered`) or `map_concurrent_unordered` with its
-/// statistics taken (`.stats()`), summed with `fold`; returns the sum and checks the
-/// final snapshot's counts.
+/// statistics taken (`.stats()`), summed with `fold` as [`flowgate_ordered`] and
+/// [`flowgate_unordered`] are; checks the final snapshot's counts.
 pub async fn flowgate_with_stats(n: u64, limit: usize, ordered: bool) -> u64 {
-    use futures::future::Either;
     let source = flowgate::source::iter(0..n);
-    let (flow, stats) = if ordered {
+    let (sum, stats) = if ordered {
         let flow = source.map_concurrent(limit, |x| async move { x + 1 });
         let stats = flow.stats();
-        (Either::Left(flow), stats)
+        (flow.fold(0u64, add_wrapping).await, stats)
     } else {
         let flow = source.map_concurrent_unordered(limit, |x| async move { x + 1 });
         let stats = flow.stats();
-        (Either::Right(flow), stats)
+        (flow.fold(0u64, add_wrapping).await, stats)
     };
-    let sum = flow.fold(0u64, add_wrapping).await;
     let snapshot = stats.snapshot();
     assert_eq!(
         (

@@ -2,34 +2,34 @@
 //! the stage's consumer (its `poll_next`) and by the workers that run its jobs.
 //!
 //! Who writes what:
-//! - The consumer publishes its counters and its starved / backpressured clocks at the
-//!   end of every poll, under a sequence lock (one writer): a reader sees them all from
-//!   the same poll, so `pulled - yielded` is the bound's count at that moment.
-//!   The consumer also publishes before every hand-over of jobs, so a job that
-//!   finishes was counted as started first.
-//! - `finished` is added to by the workers as jobs end. A reader loads it before the
-//!   consumer's counters, so `finished <= started` in every snapshot.
-//! - `running` (jobs in flight) is changed with one read-modify-write per job start
-//!   (by the consumer, before the hand-over) and end or cancellation (by whoever ended
-//!   it), so it never exceeds the limit and never goes below zero.
-//! - Busy time: only `running`'s transitions between 0 and 1 take the small `busy` lock, which keeps the
-//!   union of the busy intervals. A start and an end racing at such a transition may
-//!   reach the lock in either order: `Busy::depth` counts them, so the worst case merges
-//!   two intervals across a gap of a few instructions.
-//!
-//! Times are nanoseconds since the stage's first poll, read from `tokio::time::Instant`
-//! (exact on the paused clock).
+//! - The consumer publishes its counters at the end of every poll, under a sequence
+//!   lock (one writer): a reader sees them all from the same poll, so `pulled -
+//!   yielded` is the bound's count at that moment. The consumer also publishes before
+//!   every hand-over of jobs, so a job that finishes was counted as started first.
+//! - `running` (jobs in flight) is changed with one read-modify-write per hand-over (by
+//!   the consumer, before it publishes the jobs as started) and one per job's end or
+//!   cancellation (by whoever ended it), so it never exceeds the limit and never goes
+//!   below zero. `cancelled` is added to before `running` is taken from.
+//! - Jobs finished are not counted apart (that would be a second read-modify-write per
+//!   job): they are `started - running - cancelled`, read in that order. A job counted
+//!   in `started` was in `running` first, so the difference never counts a job that has
+//!   not ended; one started after `started` was read may lower it for a moment, which
+//!   [`Core::shown`] keeps from showing.
+//! - The clocks (busy, starved, backpressured) are intervals of `tokio::time::Instant`
+//!   (exact on the paused clock) under one small lock, taken only when a state changes:
+//!   by the consumer when the stage starts or stops starving or being backpressured, by
+//!   whoever turns `running` from 0 to 1 or back for busy. A start and an end racing at
+//!   such a turn may reach the lock in either order: `Clocks::busy_depth` counts them,
+//!   so the worst case merges two busy intervals across a gap of a few instructions.
+//!   A reader counts an open interval up to its own clock reading.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::Snapshot;
-
-/// "Not in this state": an open interval's start when none is open.
-const NONE: u64 = u64::MAX;
 
 /// The facts of a stage fixed at its first poll.
 #[derive(Clone, Copy, Debug)]
@@ -40,12 +40,40 @@ pub(crate) struct Meta {
     pub(crate) base: Instant,
 }
 
+/// Time spent in one state: the closed intervals' total, and the open one's start.
 #[derive(Default)]
-struct Busy {
-    /// Starts minus ends of the transitions seen (see the module docs).
-    depth: i64,
-    since: u64,
-    total: u64,
+struct Interval {
+    total: Duration,
+    since: Option<Instant>,
+}
+
+impl Interval {
+    fn open(&mut self, now: Instant) {
+        self.since.get_or_insert(now);
+    }
+
+    fn close(&mut self, now: Instant) {
+        if let Some(since) = self.since.take() {
+            self.total += now.saturating_duration_since(since);
+        }
+    }
+
+    /// The total at `now`, the open interval included.
+    fn at(&self, now: Instant) -> Duration {
+        match self.since {
+            Some(since) => self.total + now.saturating_duration_since(since),
+            None => self.total,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Clocks {
+    /// Starts minus ends of `running`'s turns seen (see the module docs).
+    busy_depth: i64,
+    busy: Interval,
+    starved: Interval,
+    backpressured: Interval,
 }
 
 /// The shared part of a stage's statistics.
@@ -58,21 +86,18 @@ pub(crate) struct Core {
     failed: AtomicU64,
     retried: AtomicU64,
     started: AtomicU64,
-    starved_total: AtomicU64,
-    starved_since: AtomicU64,
-    backpressured_total: AtomicU64,
-    backpressured_since: AtomicU64,
-    finished: AtomicU64,
+    cancelled: AtomicU64,
     running: AtomicU64,
-    busy: Mutex<Busy>,
-    /// The times last shown (busy, starved, backpressured), so that no snapshot shows
-    /// less than an earlier one (see [`Core::shown`]).
-    shown: [AtomicU64; 3],
+    clocks: Mutex<Clocks>,
+    /// The times (nanoseconds) and the finished jobs last shown (busy, starved,
+    /// backpressured, finished), so that no snapshot shows less than an earlier one
+    /// (see [`Core::shown`]).
+    shown: [AtomicU64; 4],
     ended: AtomicBool,
-    ended_at: AtomicU64,
+    ended_at: OnceLock<Instant>,
 }
 
-/// What the consumer keeps and publishes (see [`Core::publish`]).
+/// What the consumer counts and publishes (see [`Core::publish`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Published {
     pub(crate) pulled: u64,
@@ -80,10 +105,11 @@ pub(crate) struct Published {
     pub(crate) failed: u64,
     pub(crate) retried: u64,
     pub(crate) started: u64,
-    pub(crate) starved_total: u64,
-    pub(crate) starved_since: Option<u64>,
-    pub(crate) backpressured_total: u64,
-    pub(crate) backpressured_since: Option<u64>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // No user code runs under these locks: a poisoned one still holds consistent data.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Core {
@@ -96,29 +122,27 @@ impl Core {
             yielded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             retried: AtomicU64::new(0),
-            starved_total: AtomicU64::new(0),
-            starved_since: AtomicU64::new(NONE),
-            backpressured_total: AtomicU64::new(0),
-            backpressured_since: AtomicU64::new(NONE),
             started: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
             running: AtomicU64::new(0),
-            busy: Mutex::new(Busy::default()),
-            shown: [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)],
+            clocks: Mutex::new(Clocks::default()),
+            shown: [
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+                AtomicU64::new(0),
+            ],
             ended: AtomicBool::new(false),
-            ended_at: AtomicU64::new(NONE),
+            ended_at: OnceLock::new(),
         }
     }
 
     pub(crate) fn set_name(&self, name: std::sync::Arc<str>) {
-        *self.name.lock().unwrap_or_else(PoisonError::into_inner) = Some(name);
+        *lock(&self.name) = Some(name);
     }
 
     pub(crate) fn name(&self) -> Option<std::sync::Arc<str>> {
-        self.name
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.name).clone()
     }
 
     /// Called once, at the stage's first poll (inside its runtime): the clock starts.
@@ -135,17 +159,9 @@ impl Core {
         self.meta.get().copied()
     }
 
-    /// Nanoseconds since the first poll, on tokio's clock.
-    pub(crate) fn now(&self) -> u64 {
-        match self.meta.get() {
-            Some(meta) => since(meta.base),
-            None => 0,
-        }
-    }
-
-    /// The consumer's counters and clocks, all from one poll (a sequence lock: the
-    /// consumer is the one writer). The counts that change at every poll are always
-    /// written; the rest only when `all` (they changed).
+    /// The consumer's counters, all from one poll (a sequence lock: the consumer is the
+    /// one writer). The counts that change at every poll are always written; the rest
+    /// only when `all` (they changed).
     #[inline(always)]
     pub(crate) fn publish(&self, p: &Published, all: bool) {
         let seq = self.seq.load(Ordering::Relaxed);
@@ -153,19 +169,18 @@ impl Core {
         fence(Ordering::Release);
         self.pulled.store(p.pulled, Ordering::Relaxed);
         self.yielded.store(p.yielded, Ordering::Relaxed);
-        self.started.store(p.started, Ordering::Relaxed);
         if all {
-            self.failed.store(p.failed, Ordering::Relaxed);
-            self.retried.store(p.retried, Ordering::Relaxed);
-            self.starved_total.store(p.starved_total, Ordering::Relaxed);
-            self.starved_since
-                .store(p.starved_since.unwrap_or(NONE), Ordering::Relaxed);
-            self.backpressured_total
-                .store(p.backpressured_total, Ordering::Relaxed);
-            self.backpressured_since
-                .store(p.backpressured_since.unwrap_or(NONE), Ordering::Relaxed);
+            self.publish_rest(p);
         }
         self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// The counts that change rarely (see [`Core::publish`]).
+    #[cold]
+    fn publish_rest(&self, p: &Published) {
+        self.started.store(p.started, Ordering::Relaxed);
+        self.failed.store(p.failed, Ordering::Relaxed);
+        self.retried.store(p.retried, Ordering::Relaxed);
     }
 
     fn read_published(&self) -> Published {
@@ -175,20 +190,12 @@ impl Core {
                 std::hint::spin_loop();
                 continue;
             }
-            let since = |cell: &AtomicU64| match cell.load(Ordering::Relaxed) {
-                NONE => None,
-                at => Some(at),
-            };
             let p = Published {
                 pulled: self.pulled.load(Ordering::Relaxed),
                 yielded: self.yielded.load(Ordering::Relaxed),
                 failed: self.failed.load(Ordering::Relaxed),
                 retried: self.retried.load(Ordering::Relaxed),
                 started: self.started.load(Ordering::Relaxed),
-                starved_total: self.starved_total.load(Ordering::Relaxed),
-                starved_since: since(&self.starved_since),
-                backpressured_total: self.backpressured_total.load(Ordering::Relaxed),
-                backpressured_since: since(&self.backpressured_since),
             };
             fence(Ordering::Acquire);
             if self.seq.load(Ordering::Relaxed) == before {
@@ -208,7 +215,6 @@ impl Core {
     /// A job's code returned (its result, or its panic), on the worker that ran it.
     #[inline]
     pub(crate) fn job_finished(&self) {
-        self.finished.fetch_add(1, Ordering::Release);
         if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.busy_turn(false);
         }
@@ -219,6 +225,7 @@ impl Core {
         if count == 0 {
             return;
         }
+        self.cancelled.fetch_add(count, Ordering::AcqRel);
         if self.running.fetch_sub(count, Ordering::AcqRel) == count {
             self.busy_turn(false);
         }
@@ -226,25 +233,49 @@ impl Core {
 
     #[cold]
     fn busy_turn(&self, start: bool) {
-        let now = self.now();
-        let mut busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let mut clocks = lock(&self.clocks);
         if start {
-            busy.depth += 1;
-            if busy.depth == 1 {
-                busy.since = now;
+            clocks.busy_depth += 1;
+            if clocks.busy_depth == 1 {
+                clocks.busy.open(now);
             }
         } else {
-            busy.depth -= 1;
-            if busy.depth == 0 {
-                busy.total += now.saturating_sub(busy.since);
+            clocks.busy_depth -= 1;
+            if clocks.busy_depth == 0 {
+                clocks.busy.close(now);
             }
+        }
+    }
+
+    /// Opens (`true`) or closes the consumer's starved clock.
+    #[cold]
+    fn starve(&self, starved: bool) {
+        let now = Instant::now();
+        let mut clocks = lock(&self.clocks);
+        if starved {
+            clocks.starved.open(now);
+        } else {
+            clocks.starved.close(now);
+        }
+    }
+
+    /// Opens (`true`) or closes the consumer's backpressured clock.
+    #[inline(never)]
+    fn backpressure(&self, backpressured: bool) {
+        let now = Instant::now();
+        let mut clocks = lock(&self.clocks);
+        if backpressured {
+            clocks.backpressured.since = Some(now);
+        } else {
+            clocks.backpressured.close(now);
         }
     }
 
     /// The stage ended (its stream ended or was dropped): its clocks stop.
     pub(crate) fn end(&self) {
         if !self.ended.swap(true, Ordering::AcqRel) {
-            self.ended_at.store(self.now(), Ordering::Release);
+            let _ = self.ended_at.set(Instant::now());
         }
     }
 
@@ -253,28 +284,25 @@ impl Core {
         let Some(meta) = self.meta() else {
             return Snapshot::unstarted(name, self.ended.load(Ordering::Acquire));
         };
-        let ended_at = match self.ended_at.load(Ordering::Acquire) {
-            NONE => None,
-            at => Some(at),
-        };
-        let now = ended_at.unwrap_or_else(|| self.now());
-        let finished = self.finished.load(Ordering::Acquire);
-        let in_flight = self.running.load(Ordering::Acquire);
+        let ended_at = self.ended_at.get().copied();
+        let now = ended_at.unwrap_or_else(Instant::now);
+        let elapsed = now.saturating_duration_since(meta.base);
         let p = self.read_published();
-        let busy_total = {
-            let busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-            let open = if busy.depth > 0 {
-                now.saturating_sub(busy.since)
-            } else {
-                0
-            };
-            busy.total + open
+        let in_flight = self.running.load(Ordering::Acquire);
+        let cancelled = self.cancelled.load(Ordering::Acquire);
+        let finished = p.started.saturating_sub(in_flight + cancelled);
+        let finished = self.shown(3, finished).min(p.started);
+        let (busy, starved, backpressured) = {
+            let clocks = lock(&self.clocks);
+            // A blocking call abandoned at the end may return after it: the clocks stop
+            // at the end.
+            let at = |interval: &Interval| nanos(interval.at(now).min(elapsed));
+            (
+                at(&clocks.busy),
+                at(&clocks.starved),
+                at(&clocks.backpressured),
+            )
         };
-        let open = |since: Option<u64>| since.map_or(0, |since| now.saturating_sub(since));
-        let busy_total = self.shown(0, busy_total);
-        let starved_total = self.shown(1, p.starved_total + open(p.starved_since));
-        let backpressured_total =
-            self.shown(2, p.backpressured_total + open(p.backpressured_since));
         Snapshot {
             name,
             operator: meta.operator,
@@ -288,22 +316,20 @@ impl Core {
             yielded_count: p.yielded,
             failed_count: p.failed,
             retried_count: p.retried,
-            total_busy_duration: Duration::from_nanos(busy_total),
-            total_starved_duration: Duration::from_nanos(starved_total),
-            total_backpressured_duration: Duration::from_nanos(backpressured_total),
-            elapsed: Duration::from_nanos(now),
+            total_busy_duration: Duration::from_nanos(self.shown(0, busy)),
+            total_starved_duration: Duration::from_nanos(self.shown(1, starved)),
+            total_backpressured_duration: Duration::from_nanos(self.shown(2, backpressured)),
+            elapsed,
             ended: ended_at.is_some(),
         }
     }
-}
 
-impl Core {
-    /// A time as shown: never less than one shown before. A reader counts an open
-    /// interval up to its own clock reading; the worker or consumer that closes it
-    /// read its clock a moment earlier (before the lock or the publication), so the
-    /// closed total may fall short of what was shown by that moment. Kept from going
-    /// back, a time is at most that moment (microseconds) ahead; on the paused clock
-    /// the two readings are equal.
+    /// A time (or the finished jobs) as shown: never less than one shown before. A reader
+    /// counts an open interval up to its own clock reading; the worker or consumer that
+    /// closes it read its clock a moment earlier (before the lock), so the closed total
+    /// may fall short of what was shown by that moment. Kept from going back, a time is
+    /// at most that moment (microseconds) ahead; on the paused clock the two readings
+    /// are equal.
     fn shown(&self, which: usize, computed: u64) -> u64 {
         self.shown[which]
             .fetch_max(computed, Ordering::AcqRel)
@@ -311,20 +337,19 @@ impl Core {
     }
 }
 
-/// Nanoseconds from `base` to now on tokio's clock (`u64` holds 584 years).
-#[inline]
-fn since(base: Instant) -> u64 {
-    let elapsed = Instant::now().saturating_duration_since(base);
-    elapsed.as_secs() * 1_000_000_000 + u64::from(elapsed.subsec_nanos())
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// The consumer's side of a stage's statistics: what it counts between publications.
+/// The consumer's side of a stage's statistics: what it counts between publications,
+/// and which of its clocks are open (so that the lock is taken only at a change).
 pub(crate) struct Recorder {
     core: std::sync::Arc<Core>,
-    base: Instant,
     local: Published,
     /// Whether more than the per-poll counts changed since the last publication.
     dirty: bool,
+    starved: bool,
+    backpressured: bool,
     /// The stage's window (the bound is full when it holds this many).
     window: usize,
 }
@@ -337,16 +362,12 @@ impl Recorder {
             .expect("flowgate: a stage's statistics are bound first");
         Recorder {
             core,
-            base: meta.base,
             local: Published::default(),
             dirty: false,
+            starved: false,
+            backpressured: false,
             window: meta.window,
         }
-    }
-
-    #[inline]
-    fn now(&self) -> u64 {
-        since(self.base)
     }
 
     /// An attempt failed and waits for its retry.
@@ -363,6 +384,7 @@ impl Recorder {
         if new > 0 {
             self.local.started = starts;
             self.core.jobs_started(new);
+            self.dirty = true;
         }
         self.local.pulled = pulled;
         self.local.yielded = pulled - held as u64;
@@ -373,26 +395,18 @@ impl Recorder {
     /// A poll begins: the time since the last yield with a full bound was backpressure.
     #[inline]
     pub(crate) fn polled(&mut self) {
-        if let Some(since) = self.local.backpressured_since.take() {
-            self.local.backpressured_total += self.now().saturating_sub(since);
-            self.dirty = true;
+        if self.backpressured {
+            self.backpressured = false;
+            self.core.backpressure(false);
         }
     }
 
     /// Upstream was looked at: `pending` while the stage had room.
     #[inline]
     pub(crate) fn upstream(&mut self, pending: bool) {
-        match (pending, self.local.starved_since) {
-            (true, None) => {
-                self.local.starved_since = Some(self.now());
-                self.dirty = true;
-            }
-            (false, Some(since)) => {
-                self.local.starved_since = None;
-                self.local.starved_total += self.now().saturating_sub(since);
-                self.dirty = true;
-            }
-            _ => {}
+        if pending != self.starved {
+            self.starved = pending;
+            self.core.starve(pending);
         }
     }
 
@@ -406,37 +420,47 @@ impl Recorder {
         yielded: Option<bool>,
         ended: bool,
     ) {
-        self.local.pulled = pulled;
-        self.local.yielded = pulled - held as u64;
+        if ended {
+            return self.last_poll_ends(pulled, held, yielded);
+        }
         if let Some(failed) = yielded {
             if failed {
-                self.local.failed += 1;
-                self.dirty = true;
+                self.failed();
             }
-            // The bound was full as the item left: backpressured until the next poll.
-            if held + 1 == self.window || self.local.starved_since.is_some() {
-                self.times_at_yield(held + 1 == self.window);
+            // The time from here belongs to downstream: backpressured (until the next
+            // poll) if the bound was full as the item left, and not starved any more
+            // (a stage with a full bound was not starved: it had no room).
+            if held + 1 == self.window {
+                self.backpressured = true;
+                self.core.backpressure(true);
+            } else {
+                self.upstream(false);
             }
         }
-        if ended {
-            self.upstream(false);
-            self.polled();
-        }
+        self.local.pulled = pulled;
+        self.local.yielded = pulled - held as u64;
         self.core
             .publish(&self.local, std::mem::take(&mut self.dirty));
-        if ended {
-            self.core.end();
-        }
     }
 
-    /// After a yield the time belongs to downstream: not starved any more, and
-    /// backpressured if the bound was `full` as the item left.
+    #[cold]
+    fn failed(&mut self) {
+        self.local.failed += 1;
+        self.dirty = true;
+    }
+
+    /// The stage's last poll: every clock stops.
+    #[cold]
     #[inline(never)]
-    fn times_at_yield(&mut self, full: bool) {
-        self.upstream(false);
-        if full {
-            self.local.backpressured_since = Some(self.now());
-            self.dirty = true;
+    fn last_poll_ends(&mut self, pulled: u64, held: usize, yielded: Option<bool>) {
+        if yielded == Some(true) {
+            self.failed();
         }
+        self.upstream(false);
+        self.polled();
+        self.local.pulled = pulled;
+        self.local.yielded = pulled - held as u64;
+        self.core.publish(&self.local, true);
+        self.core.end();
     }
 }

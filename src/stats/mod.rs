@@ -14,7 +14,8 @@
 //! - `started_count`: jobs handed to the workers (every attempt: a retry is a job);
 //!   `finished_count`: jobs whose code returned (a result or a panic, counted on the
 //!   worker as it returns); `in_flight_count`: jobs started and neither finished nor
-//!   cancelled.
+//!   cancelled. Items waiting for their key (keyed operators) or for a retry's backoff
+//!   are held, not in flight.
 //! - `failed_count`: items whose final result is a failure (an error, a timeout, a
 //!   panic); `retried_count`: attempts that failed and were tried again.
 //!
@@ -32,6 +33,18 @@
 //! Starved and backpressured never overlap; busy overlaps either. A stage neither busy
 //! nor waiting in either way is idle: between polls of a downstream that is busy
 //! elsewhere while the stage has room, or before the first poll.
+//!
+//! # Failures, drops and readers
+//! A failure that ends the run (fail fast, a re-raised panic) is counted in
+//! `failed_count` as it leaves; the stage then ends (`ended`), its cancelled jobs leave
+//! `in_flight_count`, and its clocks stop. Dropping the stream ends it the same way. A
+//! blocking call that cannot be interrupted (a dropped `par_map`, a timeout on the
+//! blocking lane) stays in flight until it returns; the clocks stop at the end all the
+//! same. Every snapshot is
+//! consistent with itself: `held_count <= window`, `in_flight_count <= limit`,
+//! `finished_count <= started_count`; counts and times never go back between two
+//! snapshots read by one task. Times of a live stage count the open interval up to the
+//! reader's clock.
 //!
 //! # Examples
 //! ```

@@ -49,6 +49,8 @@ const USAGE: &str = "usage: cpu_time [--rounds N] [--workers N] [--items N] [--l
 #[derive(Debug, Clone, Copy)]
 enum Operator {
     MapConcurrentUnordered,
+    /// `map_concurrent_unordered` with its statistics taken and read at the end.
+    MapConcurrentUnorderedStats,
     MapConcurrent,
     BufferUnordered,
     Buffered,
@@ -56,8 +58,9 @@ enum Operator {
 }
 
 impl Operator {
-    const ALL: [Operator; 5] = [
+    const ALL: [Operator; 6] = [
         Operator::MapConcurrentUnordered,
+        Operator::MapConcurrentUnorderedStats,
         Operator::MapConcurrent,
         Operator::BufferUnordered,
         Operator::Buffered,
@@ -67,6 +70,9 @@ impl Operator {
     fn name(self, limit: usize) -> String {
         match self {
             Operator::MapConcurrentUnordered => format!("map_concurrent_unordered({limit})"),
+            Operator::MapConcurrentUnorderedStats => {
+                format!("map_concurrent_unordered({limit}) + stats")
+            }
             Operator::MapConcurrent => format!("map_concurrent({limit})"),
             Operator::BufferUnordered => format!("futures buffer_unordered({limit})"),
             Operator::Buffered => format!("futures buffered({limit})"),
@@ -90,6 +96,13 @@ impl Operator {
                     .map_concurrent_unordered(limit, work)
                     .fold(0, add)
                     .await
+            }
+            Operator::MapConcurrentUnorderedStats => {
+                let flow = source.map_concurrent_unordered(limit, work);
+                let stats = flow.stats();
+                let sum = flow.fold(0, add).await;
+                assert!(stats.snapshot().ended);
+                sum
             }
             Operator::MapConcurrent => source.map_concurrent(limit, work).fold(0, add).await,
             Operator::BufferUnordered => {

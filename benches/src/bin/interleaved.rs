@@ -14,7 +14,8 @@
 //!
 //! Workloads are the names of `flowgate_benches::AsyncWorkload` (`map_concurrent_unordered`,
 //! `map_concurrent`, `buffer_unordered`, `buffered`, `for_each_concurrent`, `spawn`,
-//! `par_stream_then`, `par_stream_then_unordered`). Every workload runs as one spawned
+//! `par_stream_then`, `par_stream_then_unordered`, `map_concurrent_stats`,
+//! `map_concurrent_unordered_stats`). Every workload runs as one spawned
 //! task (`in_task`), as in the criterion benchmark; the default runtime is `multi_thread`
 //! with two workers.
 

@@ -86,18 +86,6 @@ fn main() -> ExitCode {
             ))),
             limit,
         )
-    } else if let Some(ordered) = match name {
-        "map_concurrent_stats" => Some(true),
-        "map_concurrent_unordered_stats" => Some(false),
-        _ => None,
-    } {
-        let limit = limit.unwrap_or(64);
-        (
-            runtime.block_on(in_task(flowgate_benches::flowgate_with_stats(
-                n, limit, ordered,
-            ))),
-            limit,
-        )
     } else if let Some(workload) = AsyncWorkload::from_name(name) {
         let limit = limit.unwrap_or(64);
         (runtime.block_on(in_task(workload.run(n, limit))), limit)
