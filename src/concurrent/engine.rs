@@ -735,11 +735,11 @@ impl<O, R> State<O, R> {
     }
 
     /// Hands the jobs started since the last hand-over to the lane (see
-    /// [`Lane::flush`]), counted as started in the statistics first.
+    /// [`Lane::flush`]), in flight in the statistics first.
     #[inline]
     fn hand_over<L: Lane<Out = R>>(&mut self, lane: &mut L) -> Handover {
         if let Some(recorder) = &mut self.recorder {
-            recorder.before_hand_over(self.next_index, self.held, self.starts);
+            recorder.before_hand_over(self.starts);
         }
         lane.flush()
     }

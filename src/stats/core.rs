@@ -4,24 +4,31 @@
 //! Who writes what:
 //! - The consumer publishes its counters at the end of every poll, under a sequence
 //!   lock (one writer): a reader sees them all from the same poll, so `pulled -
-//!   yielded` is the bound's count at that moment. The consumer also publishes before
-//!   every hand-over of jobs, so a job that finishes was counted as started first.
+//!   yielded` is the bound's count at that moment.
 //! - `running` (jobs in flight) is changed with one read-modify-write per hand-over (by
 //!   the consumer, before it publishes the jobs as started) and one per job's end or
 //!   cancellation (by whoever ended it), so it never exceeds the limit and never goes
 //!   below zero. `cancelled` is added to before `running` is taken from.
 //! - Jobs finished are not counted apart (that would be a second read-modify-write per
-//!   job): they are `started - running - cancelled`, read in that order. A job counted
-//!   in `started` was in `running` first, so the difference never counts a job that has
-//!   not ended; one started after `started` was read may lower it for a moment, which
-//!   [`Core::shown`] keeps from showing.
-//! - The clocks (busy, starved, backpressured) are intervals of `tokio::time::Instant`
-//!   (exact on the paused clock) under one small lock, taken only when a state changes:
-//!   by the consumer when the stage starts or stops starving or being backpressured, by
-//!   whoever turns `running` from 0 to 1 or back for busy. A start and an end racing at
-//!   such a turn may reach the lock in either order: `Clocks::busy_depth` counts them,
-//!   so the worst case merges two busy intervals across a gap of a few instructions.
-//!   A reader counts an open interval up to its own clock reading.
+//!   job): they are `started - running - cancelled`, read in that order, and never more
+//!   than `started`. A job counted in `started` was in `running` first, so the
+//!   difference never counts a job that has not ended; one in `running` and not yet in
+//!   the published `started` may lower it for a moment, which [`Core::shown`] keeps
+//!   from showing.
+//! - The busy and starved clocks are intervals of `tokio::time::Instant` (exact on the
+//!   paused clock) under one small lock, taken only when a state changes: by the
+//!   consumer when the stage starts or stops starving, by whoever turns `running` from
+//!   0 to 1 or back for busy. A start and an end racing at such a turn may reach the
+//!   lock in either order: `Clocks::busy_depth` counts them, so the worst case merges
+//!   two busy intervals across a gap of a few instructions. A reader counts an open
+//!   interval up to its own clock reading.
+//! - Backpressure changes far more often (with a quick consumer, at every refill, for
+//!   nanoseconds): the consumer times it alone, with the instant it opened kept on its
+//!   side, and publishes the closed total and whether an interval is open (and which:
+//!   a count of those opened). A reader counts an open interval from the moment a
+//!   reader first saw it open (`Core::backpressure_seen`): live figures lag by at most
+//!   the time between two snapshots, and each interval's exact length is in the total
+//!   once it closes.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
@@ -73,7 +80,6 @@ struct Clocks {
     busy_depth: i64,
     busy: Interval,
     starved: Interval,
-    backpressured: Interval,
 }
 
 /// The shared part of a stage's statistics.
@@ -86,9 +92,14 @@ pub(crate) struct Core {
     failed: AtomicU64,
     retried: AtomicU64,
     started: AtomicU64,
+    backpressured_total: AtomicU64,
+    /// Backpressure intervals opened so far, times two, plus one while one is open.
+    backpressured_turns: AtomicU64,
     cancelled: AtomicU64,
     running: AtomicU64,
     clocks: Mutex<Clocks>,
+    /// The open backpressure interval a reader saw first (its turn count), and when.
+    backpressure_seen: Mutex<(u64, Option<Instant>)>,
     /// The times (nanoseconds) and the finished jobs last shown (busy, starved,
     /// backpressured, finished), so that no snapshot shows less than an earlier one
     /// (see [`Core::shown`]).
@@ -105,6 +116,10 @@ pub(crate) struct Published {
     pub(crate) failed: u64,
     pub(crate) retried: u64,
     pub(crate) started: u64,
+    /// Closed backpressure, in nanoseconds.
+    pub(crate) backpressured_total: u64,
+    /// See [`Core::backpressured_turns`].
+    pub(crate) backpressured_turns: u64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -123,9 +138,12 @@ impl Core {
             failed: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             started: AtomicU64::new(0),
+            backpressured_total: AtomicU64::new(0),
+            backpressured_turns: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             running: AtomicU64::new(0),
             clocks: Mutex::new(Clocks::default()),
+            backpressure_seen: Mutex::new((0, None)),
             shown: [
                 AtomicU64::new(0),
                 AtomicU64::new(0),
@@ -181,6 +199,10 @@ impl Core {
         self.started.store(p.started, Ordering::Relaxed);
         self.failed.store(p.failed, Ordering::Relaxed);
         self.retried.store(p.retried, Ordering::Relaxed);
+        self.backpressured_total
+            .store(p.backpressured_total, Ordering::Relaxed);
+        self.backpressured_turns
+            .store(p.backpressured_turns, Ordering::Relaxed);
     }
 
     fn read_published(&self) -> Published {
@@ -196,6 +218,8 @@ impl Core {
                 failed: self.failed.load(Ordering::Relaxed),
                 retried: self.retried.load(Ordering::Relaxed),
                 started: self.started.load(Ordering::Relaxed),
+                backpressured_total: self.backpressured_total.load(Ordering::Relaxed),
+                backpressured_turns: self.backpressured_turns.load(Ordering::Relaxed),
             };
             fence(Ordering::Acquire);
             if self.seq.load(Ordering::Relaxed) == before {
@@ -260,18 +284,6 @@ impl Core {
         }
     }
 
-    /// Opens (`true`) or closes the consumer's backpressured clock.
-    #[inline(never)]
-    fn backpressure(&self, backpressured: bool) {
-        let now = Instant::now();
-        let mut clocks = lock(&self.clocks);
-        if backpressured {
-            clocks.backpressured.since = Some(now);
-        } else {
-            clocks.backpressured.close(now);
-        }
-    }
-
     /// The stage ended (its stream ended or was dropped): its clocks stop.
     pub(crate) fn end(&self) {
         if !self.ended.swap(true, Ordering::AcqRel) {
@@ -292,17 +304,15 @@ impl Core {
         let cancelled = self.cancelled.load(Ordering::Acquire);
         let finished = p.started.saturating_sub(in_flight + cancelled);
         let finished = self.shown(3, finished).min(p.started);
-        let (busy, starved, backpressured) = {
+        let (busy, starved) = {
             let clocks = lock(&self.clocks);
             // A blocking call abandoned at the end may return after it: the clocks stop
             // at the end.
             let at = |interval: &Interval| nanos(interval.at(now).min(elapsed));
-            (
-                at(&clocks.busy),
-                at(&clocks.starved),
-                at(&clocks.backpressured),
-            )
+            (at(&clocks.busy), at(&clocks.starved))
         };
+        let backpressured = p.backpressured_total + self.backpressure_open(&p, now);
+        let backpressured = backpressured.min(nanos(elapsed));
         Snapshot {
             name,
             operator: meta.operator,
@@ -321,6 +331,23 @@ impl Core {
             total_backpressured_duration: Duration::from_nanos(self.shown(2, backpressured)),
             elapsed,
             ended: ended_at.is_some(),
+        }
+    }
+
+    /// The open backpressure interval's part, counted from when a reader first saw it.
+    fn backpressure_open(&self, p: &Published, now: Instant) -> u64 {
+        if p.backpressured_turns % 2 == 0 {
+            return 0;
+        }
+        let mut seen = lock(&self.backpressure_seen);
+        match *seen {
+            (turns, Some(first)) if turns == p.backpressured_turns => {
+                nanos(now.saturating_duration_since(first))
+            }
+            _ => {
+                *seen = (p.backpressured_turns, Some(now));
+                0
+            }
         }
     }
 
@@ -349,7 +376,8 @@ pub(crate) struct Recorder {
     /// Whether more than the per-poll counts changed since the last publication.
     dirty: bool,
     starved: bool,
-    backpressured: bool,
+    /// When the open backpressure interval opened, if one is open.
+    backpressured_since: Option<Instant>,
     /// The stage's window (the bound is full when it holds this many).
     window: usize,
 }
@@ -365,7 +393,7 @@ impl Recorder {
             local: Published::default(),
             dirty: false,
             starved: false,
-            backpressured: false,
+            backpressured_since: None,
             window: meta.window,
         }
     }
@@ -377,27 +405,24 @@ impl Recorder {
     }
 
     /// Jobs are about to be handed over (`starts` counts every job started so far):
-    /// they are counted as started, and published, before any of them can finish.
+    /// they are in flight before any of them can finish, and counted as started at the
+    /// poll's end (until then a reader's `started - running` may fall short, which
+    /// [`Core::shown`] keeps from showing).
     #[inline]
-    pub(crate) fn before_hand_over(&mut self, pulled: u64, held: usize, starts: u64) {
+    pub(crate) fn before_hand_over(&mut self, starts: u64) {
         let new = starts - self.local.started;
         if new > 0 {
             self.local.started = starts;
             self.core.jobs_started(new);
             self.dirty = true;
         }
-        self.local.pulled = pulled;
-        self.local.yielded = pulled - held as u64;
-        self.core
-            .publish(&self.local, std::mem::take(&mut self.dirty));
     }
 
     /// A poll begins: the time since the last yield with a full bound was backpressure.
     #[inline]
     pub(crate) fn polled(&mut self) {
-        if self.backpressured {
-            self.backpressured = false;
-            self.core.backpressure(false);
+        if let Some(since) = self.backpressured_since.take() {
+            self.backpressure_closes(since);
         }
     }
 
@@ -431,8 +456,9 @@ impl Recorder {
             // poll) if the bound was full as the item left, and not starved any more
             // (a stage with a full bound was not starved: it had no room).
             if held + 1 == self.window {
-                self.backpressured = true;
-                self.core.backpressure(true);
+                self.backpressured_since = Some(Instant::now());
+                self.local.backpressured_turns += 1;
+                self.dirty = true;
             } else {
                 self.upstream(false);
             }
@@ -441,6 +467,14 @@ impl Recorder {
         self.local.yielded = pulled - held as u64;
         self.core
             .publish(&self.local, std::mem::take(&mut self.dirty));
+    }
+
+    #[inline(never)]
+    fn backpressure_closes(&mut self, since: Instant) {
+        let length = Instant::now().saturating_duration_since(since);
+        self.local.backpressured_total += nanos(length);
+        self.local.backpressured_turns += 1;
+        self.dirty = true;
     }
 
     #[cold]

@@ -43,8 +43,12 @@
 //! same. Every snapshot is
 //! consistent with itself: `held_count <= window`, `in_flight_count <= limit`,
 //! `finished_count <= started_count`; counts and times never go back between two
-//! snapshots read by one task. Times of a live stage count the open interval up to the
-//! reader's clock.
+//! snapshots read by one task. Times of a live stage count an open busy or starved
+//! interval up to the reader's clock; an open backpressured interval is counted from
+//! the first snapshot that saw it open (so a live figure lags by at most the time
+//! between two snapshots), and its exact length joins the total when it closes. (Backpressure
+//! opens and closes at every refill of a stage whose consumer keeps up, for
+//! nanoseconds: timing it on the consumer's side alone keeps it cheap.)
 //!
 //! # Examples
 //! ```

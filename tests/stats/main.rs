@@ -89,6 +89,24 @@ async fn a_slow_consumer_shows_as_backpressure() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn open_backpressure_shows_from_the_first_snapshot_that_sees_it() {
+    let flow = flowgate::source::iter(0..4u64).map_concurrent(2, |i| async move { i });
+    let stats = flow.stats();
+    let mut flow = Box::pin(flow);
+    assert_eq!(flow.next().await, Some(0)); // left with the window full
+    sleep(100).await; // the consumer is away
+    let first = stats.snapshot();
+    assert_eq!(first.total_backpressured_duration, Duration::ZERO);
+    sleep(50).await;
+    let second = stats.snapshot();
+    assert_eq!(second.total_backpressured_duration, ms(50));
+    assert_eq!(flow.next().await, Some(1)); // the interval closes: its exact length
+    let closed = stats.snapshot();
+    assert_eq!(closed.total_backpressured_duration, ms(150));
+    assert_eq!(flow.collect::<Vec<_>>().await, [2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_live_snapshot_counts_the_open_intervals() {
     let flow = MockSource::new()
         .item(0u64)
