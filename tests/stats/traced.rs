@@ -1,7 +1,6 @@
 //! The `tracing` feature: a span per stage, a span per job poll under it, and events for
 //! failures and retries, seen by a small recording subscriber.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,13 +17,13 @@ use tracing::{Event, Metadata, Subscriber};
 struct Seen {
     spans: Vec<(String, String, Option<String>)>,
     events: Vec<(String, Option<String>)>,
-    current: Vec<u64>,
+    /// The spans entered, per thread.
+    current: std::collections::HashMap<std::thread::ThreadId, Vec<u64>>,
 }
 
 #[derive(Clone, Default)]
 struct Recorder {
     seen: Arc<Mutex<Seen>>,
-    next: Arc<AtomicU64>,
 }
 
 struct Fields(String);
@@ -47,15 +46,18 @@ impl Subscriber for Recorder {
     }
 
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let mut fields = Fields(String::new());
         attrs.record(&mut fields);
+        // Ids are places in `spans`: given under the lock, spans from several threads
+        // keep their places.
         let mut seen = self.seen.lock().unwrap();
+        let id = seen.spans.len() as u64 + 1;
         let parent = match attrs.parent() {
             Some(parent) => Self::span_name(&seen, parent.into_u64()),
             None if attrs.is_contextual() => seen
                 .current
-                .last()
+                .get(&std::thread::current().id())
+                .and_then(|stack| stack.last())
                 .and_then(|&id| Self::span_name(&seen, id)),
             None => None,
         };
@@ -74,17 +76,25 @@ impl Subscriber for Recorder {
         let mut seen = self.seen.lock().unwrap();
         let within = seen
             .current
-            .last()
+            .get(&std::thread::current().id())
+            .and_then(|stack| stack.last())
             .and_then(|&id| Self::span_name(&seen, id));
         seen.events.push((fields.0, within));
     }
 
     fn enter(&self, span: &Id) {
-        self.seen.lock().unwrap().current.push(span.into_u64());
+        let thread = std::thread::current().id();
+        let mut seen = self.seen.lock().unwrap();
+        seen.current
+            .entry(thread)
+            .or_default()
+            .push(span.into_u64());
     }
 
     fn exit(&self, _: &Id) {
-        self.seen.lock().unwrap().current.pop();
+        let thread = std::thread::current().id();
+        let mut seen = self.seen.lock().unwrap();
+        seen.current.entry(thread).or_default().pop();
     }
 }
 
