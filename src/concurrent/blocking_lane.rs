@@ -196,17 +196,18 @@ where
             let outcome = catch_unwind(AssertUnwindSafe(|| (shared.f)(item)));
             #[cfg(feature = "tracing")]
             drop(traced);
-            if let Some(stats) = &stats {
-                stats.job_finished();
-            }
             let failed = shared.is_failure(&outcome);
             state = lock(&shared.state);
             if timed && finish_deadline(&mut state.deadlines, ticket) {
                 // Abandoned at its deadline: the consumer reported its timeout, and this
-                // loop no longer counts against the limit. Its result is discarded.
+                // loop no longer counts against the limit (nor in the statistics' jobs
+                // in flight). Its result is discarded.
                 drop(state);
                 drop_contained(outcome);
                 return;
+            }
+            if let Some(stats) = &stats {
+                stats.job_finished();
             }
             let mut cancelled = VecDeque::new();
             if failed {
@@ -266,6 +267,8 @@ where
 struct Swept<T> {
     /// Loops to spawn for queued jobs, now that abandoned ones no longer count.
     spawn: usize,
+    /// Jobs abandoned at their deadline while they run (no longer in flight).
+    abandoned: u64,
     /// Jobs timed out before a loop took them, to drop.
     dropped: Vec<Queued<T>>,
     /// The earliest deadline still running, for the timer.
@@ -283,6 +286,7 @@ fn sweep_deadlines<T, O>(
 ) -> Swept<T> {
     let now = Instant::now();
     let mut dropped = Vec::new();
+    let mut abandoned = 0;
     let mut at = 0;
     while at < state.deadlines.len() {
         let deadline = &mut state.deadlines[at];
@@ -294,6 +298,7 @@ fn sweep_deadlines<T, O>(
         if deadline.claimed {
             deadline.abandoned = true;
             state.loops -= 1;
+            abandoned += 1;
             at += 1;
         } else {
             let ticket = deadline.ticket;
@@ -308,6 +313,7 @@ fn sweep_deadlines<T, O>(
     state.loops += spawn;
     Swept {
         spawn,
+        abandoned,
         dropped,
         earliest: earliest_due(&state.deadlines),
     }
@@ -464,9 +470,6 @@ impl<F, T, O> BlockingLane<F, T, O> {
         drop_contained(queue);
         drop_contained(finished);
         self.starting.clear();
-        if let Some(stats) = self.shared.stats.get() {
-            stats.end();
-        }
     }
 }
 
@@ -584,7 +587,7 @@ where
         }
         if let Some(swept) = swept {
             if let Some(stats) = self.shared.stats.get() {
-                stats.jobs_cancelled(swept.dropped.len() as u64);
+                stats.jobs_cancelled(swept.dropped.len() as u64 + swept.abandoned);
             }
             drop_contained(swept.dropped);
             self.spawn_loops(swept.spawn);

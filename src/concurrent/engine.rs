@@ -32,8 +32,11 @@ pin_project! {
     /// how attempts' outcomes become items (`S`), and the state of the bound. `O` is
     /// the item the stream yields, `R` the output of a job (the lane's).
     pub(crate) struct Engine<St, M, L, S, O, R> {
+        // `None` once the stream has ended: upstream is dropped then, so that what it
+        // holds (and the stages above it) are released without waiting for this
+        // stream's own drop.
         #[pin]
-        upstream: St,
+        upstream: Option<St>,
         mapper: M,
         lane: L,
         settle: S,
@@ -70,8 +73,6 @@ struct State<O, R> {
     held: usize,
     /// Jobs handed to the lane whose result has not come back.
     running: usize,
-    /// Jobs started so far (attempts), for the statistics.
-    starts: u64,
     exit: Exit<O>,
     retries: Retries,
     /// The shutdown token and its grace period, with `with_shutdown`.
@@ -118,6 +119,18 @@ struct State<O, R> {
 pub(crate) struct Observed {
     name: Option<Arc<str>>,
     core: OnceLock<Arc<Core>>,
+}
+
+/// A stage dropped before its first poll still ends, so that snapshot streams over
+/// it end too.
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.get() {
+            if core.meta().is_none() {
+                core.end_unstarted();
+            }
+        }
+    }
 }
 
 /// What an engine never polled passes on to the one built around its parts (a policy
@@ -167,7 +180,7 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
         ordered: bool,
     ) -> Self {
         Engine {
-            upstream,
+            upstream: Some(upstream),
             mapper,
             lane,
             settle,
@@ -181,7 +194,6 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
                 next_index: 0,
                 held: 0,
                 running: 0,
-                starts: 0,
                 exit: Exit::new(ordered),
                 retries: Retries {
                     due: BinaryHeap::new(),
@@ -263,7 +275,10 @@ impl<St, M, L, S, O, R> Engine<St, M, L, S, O, R> {
             shutdown: state.shutdown,
             observed: state.observed,
         };
-        (self.upstream, self.mapper, self.lane, carried)
+        let upstream = self
+            .upstream
+            .expect("flowgate: an engine never polled still holds its upstream");
+        (upstream, self.mapper, self.lane, carried)
     }
 
     /// Names the stage (in its statistics, its `Debug` output and its tracing span).
@@ -463,7 +478,11 @@ impl<O, R> State<O, R> {
         match mapper.prepare(input) {
             Prepared::Start(job) => {
                 self.running += 1;
-                self.starts += 1;
+                if let Some(recorder) = &mut self.recorder {
+                    // In flight before the lane holds it: a cancellation may sweep it
+                    // before the hand-over.
+                    recorder.job_started();
+                }
                 lane.start(index, job);
                 true
             }
@@ -503,11 +522,7 @@ impl<O, R> State<O, R> {
             }
             started |= self.start(mapper, lane, settle, index, input);
         }
-        if !started {
-            return false;
-        }
-        let handover = self.hand_over(lane);
-        self.yields_after(handover, false)
+        started && self.yields_after(lane.flush(), false)
     }
 
     /// Starts the retries that are due, while jobs may start, and hands them over.
@@ -552,11 +567,7 @@ impl<O, R> State<O, R> {
             let input = settle.retry_input(index);
             started |= self.start(mapper, lane, settle, index, input);
         }
-        if !started {
-            return false;
-        }
-        let handover = self.hand_over(lane);
-        self.yields_after(handover, false)
+        started && self.yields_after(lane.flush(), false)
     }
 
     /// Whether to yield and look again rather than wait, while results are due soon.
@@ -640,7 +651,7 @@ impl<O, R> State<O, R> {
     /// Returns `true` when the consumer should yield once (see [`State::yields_after`]).
     fn pull<St, M, L, S>(
         &mut self,
-        mut upstream: Pin<&mut St>,
+        mut upstream: Pin<&mut Option<St>>,
         mapper: &mut M,
         lane: &mut L,
         settle: &mut S,
@@ -674,7 +685,10 @@ impl<O, R> State<O, R> {
         let first = self.next_index;
         let mut pending = false;
         while self.may_pull() && !self.exit.failed() {
-            let polled = catch_unwind(AssertUnwindSafe(|| upstream.as_mut().poll_next(cx)));
+            let polled = catch_unwind(AssertUnwindSafe(|| match upstream.as_mut().as_pin_mut() {
+                Some(upstream) => upstream.poll_next(cx),
+                None => Poll::Ready(None),
+            }));
             let polled = match polled {
                 Ok(polled) => polled,
                 Err(payload) => {
@@ -730,18 +744,8 @@ impl<O, R> State<O, R> {
         // full refill batch, not after one or a few jobs (behind jobs that waited).
         let busy_ahead =
             self.held - self.running >= BUSY_AHEAD && self.next_index - first >= self.batch as u64;
-        let handover = self.hand_over(lane);
+        let handover = lane.flush();
         self.yields_after(handover, busy_ahead)
-    }
-
-    /// Hands the jobs started since the last hand-over to the lane (see
-    /// [`Lane::flush`]), in flight in the statistics first.
-    #[inline]
-    fn hand_over<L: Lane<Out = R>>(&mut self, lane: &mut L) -> Handover {
-        if let Some(recorder) = &mut self.recorder {
-            recorder.before_hand_over(self.starts);
-        }
-        lane.flush()
     }
 
     /// Whether the consumer yields once after a hand-over, so that the driver it woke
@@ -853,7 +857,7 @@ impl<O, R> State<O, R> {
     #[inline(always)]
     fn turn<St, M, L, S>(
         &mut self,
-        mut upstream: Pin<&mut St>,
+        mut upstream: Pin<&mut Option<St>>,
         mapper: &mut M,
         lane: &mut L,
         settle: &mut S,
@@ -1008,7 +1012,13 @@ where
         if let Some(recorder) = &mut state.recorder {
             recorder.polled();
         }
-        let polled = state.turn(this.upstream, this.mapper, lane, settle, cx);
+        let mut upstream = this.upstream;
+        let polled = state.turn(upstream.as_mut(), this.mapper, lane, settle, cx);
+        if state.ended && upstream.is_some() {
+            // Released as soon as the stream ends (a panic in its destructor is
+            // contained: the stream's end is what the consumer sees).
+            drop_contained(catch_unwind(AssertUnwindSafe(|| upstream.set(None))));
+        }
         if state.recorder.is_none() {
             return polled;
         }
@@ -1032,10 +1042,9 @@ where
         if state.exit.failed() {
             return (0, Some(state.held));
         }
-        let (lower, upper) = if state.upstream_done {
-            (0, Some(0))
-        } else {
-            self.upstream.size_hint()
+        let (lower, upper) = match &self.upstream {
+            Some(upstream) if !state.upstream_done => upstream.size_hint(),
+            _ => (0, Some(0)),
         };
         (
             lower.saturating_add(state.held),

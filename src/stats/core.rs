@@ -5,10 +5,12 @@
 //! - The consumer publishes its counters at the end of every poll, under a sequence
 //!   lock (one writer): a reader sees them all from the same poll, so `pulled -
 //!   yielded` is the bound's count at that moment.
-//! - `running` (jobs in flight) is changed with one read-modify-write per hand-over (by
-//!   the consumer, before it publishes the jobs as started) and one per job's end or
-//!   cancellation (by whoever ended it), so it never exceeds the limit and never goes
-//!   below zero. `cancelled` is added to before `running` is taken from.
+//! - `running` (jobs in flight) is changed with one read-modify-write per job's start
+//!   (by the consumer, before the lane holds the job: a cancellation may sweep it
+//!   before its hand-over) and one per job's end or cancellation (by whoever ended it,
+//!   a blocking call abandoned at its timeout included), so it never exceeds the limit
+//!   and never goes below zero. `cancelled` is added to before `running` is taken
+//!   from. A reader shows at most `started - finished` of it in flight.
 //! - Jobs finished are not counted apart (that would be a second read-modify-write per
 //!   job): they are `started - running - cancelled`, read in that order, and never more
 //!   than `started`. A job counted in `started` was in `running` first, so the
@@ -29,6 +31,10 @@
 //!   reader first saw it open (`Core::backpressure_seen`): live figures lag by at most
 //!   the time between two snapshots, and each interval's exact length is in the total
 //!   once it closes.
+//! - The end: the consumer's last poll (or the drop of its `Recorder`) stops the
+//!   clocks, publishes the last counts, and only then sets `ended`, so the first
+//!   snapshot that says `ended` is final. A busy interval closed after the end (a
+//!   blocking call returning after a drop) closes at the end.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
@@ -101,9 +107,9 @@ pub(crate) struct Core {
     /// The open backpressure interval a reader saw first (its turn count), and when.
     backpressure_seen: Mutex<(u64, Option<Instant>)>,
     /// The times (nanoseconds) and the finished jobs last shown (busy, starved,
-    /// backpressured, finished), so that no snapshot shows less than an earlier one
-    /// (see [`Core::shown`]).
-    shown: [AtomicU64; 4],
+    /// backpressured, finished, elapsed), so that no snapshot shows less than an
+    /// earlier one (see [`Core::shown`]).
+    shown: [AtomicU64; 5],
     ended: AtomicBool,
     ended_at: OnceLock<Instant>,
 }
@@ -144,12 +150,7 @@ impl Core {
             running: AtomicU64::new(0),
             clocks: Mutex::new(Clocks::default()),
             backpressure_seen: Mutex::new((0, None)),
-            shown: [
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-                AtomicU64::new(0),
-            ],
+            shown: Default::default(),
             ended: AtomicBool::new(false),
             ended_at: OnceLock::new(),
         }
@@ -171,6 +172,11 @@ impl Core {
             window,
             base: Instant::now(),
         });
+    }
+
+    /// A stage dropped before its first poll: it ends with nothing counted.
+    pub(crate) fn end_unstarted(&self) {
+        self.ended.store(true, Ordering::Release);
     }
 
     pub(crate) fn meta(&self) -> Option<Meta> {
@@ -267,9 +273,15 @@ impl Core {
         } else {
             clocks.busy_depth -= 1;
             if clocks.busy_depth == 0 {
-                clocks.busy.close(now);
+                // A blocking call that outlived the stage: the clocks stopped at its end.
+                clocks.busy.close(self.stopped_at(now));
             }
         }
+    }
+
+    /// `now`, or the end if the stage has ended before it.
+    fn stopped_at(&self, now: Instant) -> Instant {
+        self.ended_at.get().map_or(now, |&end| end.min(now))
     }
 
     /// Opens (`true`) or closes the consumer's starved clock.
@@ -284,11 +296,11 @@ impl Core {
         }
     }
 
-    /// The stage ended (its stream ended or was dropped): its clocks stop.
-    pub(crate) fn end(&self) {
-        if !self.ended.swap(true, Ordering::AcqRel) {
-            let _ = self.ended_at.set(Instant::now());
-        }
+    /// The stage ended (its stream ended or was dropped), its last counts published:
+    /// its clocks stop at `at`.
+    pub(crate) fn end(&self, at: Instant) {
+        let _ = self.ended_at.set(at);
+        self.ended.store(true, Ordering::Release);
     }
 
     pub(crate) fn snapshot(&self) -> Snapshot {
@@ -296,14 +308,23 @@ impl Core {
         let Some(meta) = self.meta() else {
             return Snapshot::unstarted(name, self.ended.load(Ordering::Acquire));
         };
-        let ended_at = self.ended_at.get().copied();
+        let ended = self.ended.load(Ordering::Acquire);
+        let ended_at = if ended {
+            self.ended_at.get().copied()
+        } else {
+            None
+        };
         let now = ended_at.unwrap_or_else(Instant::now);
-        let elapsed = now.saturating_duration_since(meta.base);
+        let elapsed =
+            Duration::from_nanos(self.shown(4, nanos(now.saturating_duration_since(meta.base))));
         let p = self.read_published();
-        let in_flight = self.running.load(Ordering::Acquire);
+        let running = self.running.load(Ordering::Acquire);
         let cancelled = self.cancelled.load(Ordering::Acquire);
-        let finished = p.started.saturating_sub(in_flight + cancelled);
+        let finished = p.started.saturating_sub(running.saturating_add(cancelled));
         let finished = self.shown(3, finished).min(p.started);
+        // Jobs given to the lane since the last publication are in `running` and not yet
+        // in `started`: in flight are at most the started ones not finished.
+        let in_flight = running.min(p.started - finished);
         let (busy, starved) = {
             let clocks = lock(&self.clocks);
             // A blocking call abandoned at the end may return after it: the clocks stop
@@ -330,7 +351,7 @@ impl Core {
             total_starved_duration: Duration::from_nanos(self.shown(1, starved)),
             total_backpressured_duration: Duration::from_nanos(self.shown(2, backpressured)),
             elapsed,
-            ended: ended_at.is_some(),
+            ended,
         }
     }
 
@@ -380,6 +401,8 @@ pub(crate) struct Recorder {
     backpressured_since: Option<Instant>,
     /// The stage's window (the bound is full when it holds this many).
     window: usize,
+    /// The last counts are published and the stage is ended.
+    finished: bool,
 }
 
 impl Recorder {
@@ -395,6 +418,7 @@ impl Recorder {
             starved: false,
             backpressured_since: None,
             window: meta.window,
+            finished: false,
         }
     }
 
@@ -404,18 +428,15 @@ impl Recorder {
         self.dirty = true;
     }
 
-    /// Jobs are about to be handed over (`starts` counts every job started so far):
-    /// they are in flight before any of them can finish, and counted as started at the
-    /// poll's end (until then a reader's `started - running` may fall short, which
-    /// [`Core::shown`] keeps from showing).
+    /// A job is about to be given to the lane: in flight from now (a cancellation may
+    /// sweep it before the hand-over), counted as started at the poll's end (until then
+    /// a reader's `started - running` may fall short, which [`Core::shown`] keeps from
+    /// showing).
     #[inline]
-    pub(crate) fn before_hand_over(&mut self, starts: u64) {
-        let new = starts - self.local.started;
-        if new > 0 {
-            self.local.started = starts;
-            self.core.jobs_started(new);
-            self.dirty = true;
-        }
+    pub(crate) fn job_started(&mut self) {
+        self.local.started += 1;
+        self.core.jobs_started(1);
+        self.dirty = true;
     }
 
     /// A poll begins: the time since the last yield with a full bound was backpressure.
@@ -490,11 +511,34 @@ impl Recorder {
         if yielded == Some(true) {
             self.failed();
         }
-        self.upstream(false);
-        self.polled();
         self.local.pulled = pulled;
         self.local.yielded = pulled - held as u64;
+        self.finish();
+    }
+
+    /// Stops the clocks now, publishes the last counts, then marks the stage ended
+    /// (so that a snapshot that says `ended` has them). Idempotent.
+    fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let now = Instant::now();
+        self.upstream(false);
+        if let Some(since) = self.backpressured_since.take() {
+            self.local.backpressured_total += nanos(now.saturating_duration_since(since));
+            self.local.backpressured_turns += 1;
+        }
         self.core.publish(&self.local, true);
-        self.core.end();
+        self.core.end(now);
+    }
+}
+
+/// A stage dropped before its end (the stream dropped mid-run, or a panic re-raised
+/// past a runtime that shut down): its clocks stop and it ends, an open backpressure
+/// interval counted to the drop.
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

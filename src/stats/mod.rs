@@ -4,8 +4,8 @@
 //! Every concurrent operator's stream type has `.stats()` (take it before the first
 //! poll) and `.named(..)`. A [`Stats`] handle is cheap to clone and to keep: atomics
 //! written as the stage runs, read from any task or thread, no lock per item. Not
-//! asking for it costs nothing measurable; asking costs a few percent per item
-//! (`BENCHMARKS.md`, section 12).
+//! asking for it costs nothing measurable; asking costs under 10% per item on trivial
+//! jobs (`BENCHMARKS.md`, section 12).
 //!
 //! # What a snapshot counts
 //! - `pulled_count`: items taken from upstream (a poll that returned an item, an
@@ -14,10 +14,12 @@
 //! - `started_count`: jobs handed to the workers (every attempt: a retry is a job);
 //!   `finished_count`: jobs whose code returned (a result or a panic, counted on the
 //!   worker as it returns); `in_flight_count`: jobs started and neither finished nor
-//!   cancelled. Items waiting for their key (keyed operators) or for a retry's backoff
-//!   are held, not in flight.
-//! - `failed_count`: items whose final result is a failure (an error, a timeout, a
-//!   panic); `retried_count`: attempts that failed and were tried again.
+//!   cancelled (a blocking call abandoned at its timeout counts as cancelled: its
+//!   thread runs on, outside the stage's limit). Items waiting for their key (keyed
+//!   operators) or for a retry's backoff are held, not in flight.
+//! - `failed_count`: items yielded as failures (an error, a timeout, a panic);
+//!   `retried_count`: attempts that failed and were given another (counted when the
+//!   retry is scheduled, so one cancelled during its backoff still counts).
 //!
 //! # What the times mean
 //! Measured on tokio's clock (`tokio::time::Instant`, exact on the paused clock) from
@@ -36,14 +38,19 @@
 //!
 //! # Failures, drops and readers
 //! A failure that ends the run (fail fast, a re-raised panic) is counted in
-//! `failed_count` as it leaves; the stage then ends (`ended`), its cancelled jobs leave
-//! `in_flight_count`, and its clocks stop. Dropping the stream ends it the same way. A
-//! blocking call that cannot be interrupted (a dropped `par_map`, a timeout on the
-//! blocking lane) stays in flight until it returns; the clocks stop at the end all the
-//! same. Every snapshot is
-//! consistent with itself: `held_count <= window`, `in_flight_count <= limit`,
-//! `finished_count <= started_count`; counts and times never go back between two
-//! snapshots read by one task. Times of a live stage count an open busy or starved
+//! `failed_count` as it leaves, its cancelled jobs leave `in_flight_count`, the clocks
+//! stop, and then the stage is `ended`: the first snapshot that says `ended` has the
+//! final counts. Dropping the stream ends it the same way (an open backpressure
+//! interval counts to the drop); so does dropping it before its first poll (with
+//! nothing counted), and a stage whose stream ends drops its upstream, which ends the
+//! stages above it. Afterwards only `in_flight_count` and `finished_count` may still
+//! move: a blocking call running when the stream was dropped cannot be interrupted and
+//! returns on its thread. Every snapshot is consistent with itself: `held_count <=
+//! window`, `in_flight_count <= limit`, `in_flight_count + finished_count <=
+//! started_count`, every time `<= elapsed`; counts and times never go back between two
+//! snapshots read by one task. Read snapshots inside the stage's runtime: on the
+//! paused clock, a read from outside one uses the system clock, which does not agree
+//! with the paused one. Times of a live stage count an open busy or starved
 //! interval up to the reader's clock; an open backpressured interval is counted from
 //! the first snapshot that saw it open (so a live figure lags by at most the time
 //! between two snapshots), and its exact length joins the total when it closes. (Backpressure
@@ -95,9 +102,10 @@ pub use pipeline::{Bottleneck, Pipeline, PipelineSample, StageSample};
 ///
 /// Made by `.stats()` on a concurrent operator's stream type, before its first poll.
 /// Clones share the same counters. Reading is lock-free for the counters (a short
-/// lock guards the busy clock, taken by workers only when the stage turns busy or
-/// idle). The handle outlives the stage: after the stream ends or is dropped, its
-/// snapshot is final (`ended`), with the clocks stopped.
+/// lock guards the busy and starved clocks, taken by the stage only when it turns busy
+/// or idle, starved or not). The handle outlives the stage: after the stream ends or
+/// is dropped, the snapshot is `ended`, with the clocks stopped and the counts final
+/// (but for blocking calls still returning: see the [module docs](self)).
 #[derive(Clone)]
 pub struct Stats {
     core: Arc<Core>,

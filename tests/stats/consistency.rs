@@ -25,6 +25,15 @@ fn check(s: &Snapshot, limit: u64, window: u64, last: &mut Snapshot) {
     ] {
         assert!(now >= before, "a count went back: {last:?} then {s:?}");
     }
+    assert!(
+        s.in_flight_count + s.finished_count <= s.started_count,
+        "{s:?}"
+    );
+    assert!(
+        s.elapsed >= last.elapsed,
+        "elapsed went back: {last:?} then {s:?}"
+    );
+    assert!(s.total_busy_duration <= s.elapsed, "{s:?}");
     assert!(s.total_busy_duration >= last.total_busy_duration, "{s:?}");
     assert!(
         s.total_starved_duration >= last.total_starved_duration,

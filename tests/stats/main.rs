@@ -2,6 +2,7 @@
 //! pipeline view's bottleneck, the snapshot streams, and consistency under load.
 
 mod consistency;
+mod defects;
 mod props;
 #[cfg(feature = "tracing")]
 mod traced;

@@ -135,9 +135,6 @@ impl<Fut: Future> AsyncLane<Fut> {
         };
         drop(consumer);
         drop(finished);
-        if let Some(stats) = self.shared.stats.get() {
-            stats.end();
-        }
     }
 }
 
