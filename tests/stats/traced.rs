@@ -140,17 +140,9 @@ fn stages_jobs_failures_and_retries_are_traced() {
         stages[0]
     );
     assert!(stages[0].1.contains("limit=2"), "{:?}", stages[0]);
-    let jobs: Vec<_> = seen
-        .spans
-        .iter()
-        .filter(|span| span.0 == "flowgate.job")
-        .collect();
     // Every poll of every job (two polls each: before and after its sleep; five
     // attempts, item 2 twice).
-    assert_eq!(jobs.len(), 10, "{:?}", seen.spans);
-    assert!(jobs
-        .iter()
-        .all(|job| job.2.as_deref() == Some("flowgate.stage")));
+    let jobs = job_spans(&seen, 10);
     assert!(jobs.iter().any(|job| job.1.contains("position=2")));
     let retries: Vec<_> = seen
         .events
@@ -193,13 +185,19 @@ fn blocking_jobs_are_traced_under_their_stage() {
     });
     drop(runtime);
     let seen = seen.lock().unwrap();
+    job_spans(&seen, 5);
+}
+
+/// The `flowgate.job` spans seen, checked to be `count`, each under a stage's span.
+fn job_spans(seen: &Seen, count: usize) -> Vec<&(String, String, Option<String>)> {
     let jobs: Vec<_> = seen
         .spans
         .iter()
         .filter(|span| span.0 == "flowgate.job")
         .collect();
-    assert_eq!(jobs.len(), 5, "{:?}", seen.spans);
+    assert_eq!(jobs.len(), count, "{:?}", seen.spans);
     assert!(jobs
         .iter()
         .all(|job| job.2.as_deref() == Some("flowgate.stage")));
+    jobs
 }
