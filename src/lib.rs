@@ -226,7 +226,7 @@
 //!
 //! Every concurrent operator's stream type has `.stats()` and `.named(..)`: the
 //! [`Stats`] handle is cheap, cloneable and readable from any task or thread while the
-//! pipeline runs, and a [`Snapshot`](stats::Snapshot) counts items pulled, started,
+//! pipeline runs, and a [`Snapshot`] counts items pulled, started,
 //! finished, in flight, yielded, failed and retried, and the time the stage was busy,
 //! starved (waiting for upstream) and backpressured (waiting for downstream), on tokio's
 //! clock. A [`Pipeline`](stats::Pipeline) view gathers named stages, gives each one's
@@ -234,8 +234,13 @@
 //! one before it is backpressured and the one after it starves (or the source, or the
 //! consumer). Not asking for stats costs nothing measurable; asking costs under 10% on
 //! the per-item benchmark of trivial jobs. With the feature `tracing`, each stage has a
-//! `flowgate.stage` span, each poll of a job a `flowgate.job` span under it, and
-//! failures and retries are events.
+//! `flowgate.stage` span (level INFO; fields `stage`, `operator`, `limit`, `window`),
+//! each poll of a job a `flowgate.job` span under it (TRACE; `position`), and failures
+//! and retries are events inside the stage's span (WARN "flowgate: an item failed" with
+//! `position`, `kind`, `attempts`; DEBUG "flowgate: an attempt failed; retrying" with
+//! `position`, `retry_in_ms`). A stage's span is entered while it is polled, and it
+//! polls the stage before it: an upstream stage's span opens inside its downstream
+//! stage's span.
 //!
 //! A progress bar (here indicatif's) driven by the pipeline view:
 //!
@@ -371,7 +376,7 @@ pub mod testing;
 pub use error::{Cause, Error};
 pub use ext::{FlowExt, TryFlowExt};
 pub use policy::{Backoff, Retry};
-pub use stats::Stats;
+pub use stats::{Snapshot, Stats};
 
 /// Writes a stream as a generator: `yield` items from an `async` block.
 ///

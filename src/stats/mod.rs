@@ -5,12 +5,14 @@
 //! poll) and `.named(..)`. A [`Stats`] handle is cheap to clone and to keep: atomics
 //! written as the stage runs, read from any task or thread, no lock per item. Not
 //! asking for it costs nothing measurable; asking costs under 10% per item on trivial
-//! jobs (`BENCHMARKS.md`, section 12).
+//! jobs (section 12 of `BENCHMARKS.md` in the repository).
 //!
 //! # What a snapshot counts
 //! - `pulled_count`: items taken from upstream (a poll that returned an item, an
 //!   upstream error included); `yielded_count`: items handed downstream;
-//!   `held_count = pulled_count - yielded_count`, never above the window (semantic 1).
+//!   `held_count = pulled_count - yielded_count`, never above the window (the bound
+//!   every concurrent operator keeps). After a fail-fast end, the items pulled and
+//!   never yielded (cancelled) stay in `held_count`.
 //! - `started_count`: jobs handed to the workers (every attempt: a retry is a job);
 //!   `finished_count`: jobs whose code returned (a result or a panic, counted on the
 //!   worker as it returns); `in_flight_count`: jobs started and neither finished nor
@@ -23,7 +25,9 @@
 //!
 //! # What the times mean
 //! Measured on tokio's clock (`tokio::time::Instant`, exact on the paused clock) from
-//! the stage's first poll, at changes of state, never per item:
+//! the stage's first poll, at changes of state, never per item (on the paused clock,
+//! blocking work such as a `par_map` closure takes no virtual time: only what awaits
+//! tokio's timers does):
 //! - **busy** while at least one job runs (from a job's hand-over to the return of
 //!   its code; a job cancelled ends its part at its cancellation);
 //! - **starved** while the stage has room and upstream is pending: from a poll of

@@ -150,7 +150,8 @@ pub struct StageSample {
 
 impl StageSample {
     /// How long, as a share of the interval, the stage was busy while neither starved
-    /// nor backpressured.
+    /// nor backpressured, as far as the interval's totals tell: `min(busy, 1 - starved
+    /// - backpressured)` of its ratios (the overlaps themselves are not timed).
     pub fn limiting_ratio(&self) -> f64 {
         let i = &self.interval;
         let free = 1.0 - i.starved_ratio() - i.backpressured_ratio();
@@ -219,7 +220,9 @@ fn bottleneck(stages: &[StageSample]) -> Bottleneck {
 }
 
 /// The stages of a [`Pipeline`] at one moment, and its bottleneck. `Display` prints a
-/// table, one row per stage.
+/// table, one row per stage: pulled, yielded and in flight since the stage started;
+/// items/s, busy, starved and backpressured over the sample's interval (for
+/// [`Pipeline::totals`], since the stage started); then the bottleneck.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct PipelineSample {
