@@ -370,6 +370,7 @@ pub mod policy;
 pub mod sink;
 pub mod source;
 pub mod stats;
+mod sync;
 #[cfg(feature = "test-util")]
 pub mod testing;
 

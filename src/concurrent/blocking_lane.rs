@@ -18,7 +18,7 @@ use std::mem;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
@@ -27,11 +27,7 @@ use tokio::time::{Instant, Sleep};
 use super::tuning::BLOCKING_LINGER;
 use super::{drop_contained, Handover, Lane, Outcome, Pace, Workers};
 use crate::stats::Core;
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // User code never runs under this lock, so a poisoned one still holds consistent data.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use crate::sync::lock;
 
 struct Shared<F, T, O> {
     f: F,

@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 
 use futures_core::{FusedStream, Stream};
@@ -39,6 +39,7 @@ use tokio::runtime::Handle;
 use tokio::task::coop;
 
 use crate::concurrent::{drop_contained, runtime_gone};
+use crate::sync::lock;
 
 /// The bound when [`BlockingIter::ahead`] is not called: items read and not yet yielded.
 const DEFAULT_AHEAD: usize = 256;
@@ -91,11 +92,6 @@ enum End {
     Panicked(Box<dyn Any + Send>),
     /// A reader was dropped unstarted: the runtime of the first poll has shut down.
     RuntimeGone,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // User code never runs under this lock, so a poisoned one still holds consistent data.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// A stream of the items of an iterator that blocks (a database cursor, a CSV reader, a

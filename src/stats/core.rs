@@ -37,12 +37,13 @@
 //!   blocking call returning after a drop) closes at the end.
 
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::Snapshot;
+use crate::sync::lock;
 
 /// The facts of a stage fixed at its first poll.
 #[derive(Clone, Copy, Debug)]
@@ -126,11 +127,6 @@ pub(crate) struct Published {
     pub(crate) backpressured_total: u64,
     /// See [`Core::backpressured_turns`].
     pub(crate) backpressured_turns: u64,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No user code runs under these locks: a poisoned one still holds consistent data.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Core {

@@ -6,10 +6,11 @@ use std::future::Future;
 use std::hash::Hash;
 use std::ops::{Bound, RangeBounds};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::sync::lock;
 use tokio::time::{Instant, Sleep};
 
 /// How one scripted attempt behaves.
@@ -167,12 +168,6 @@ impl<K: fmt::Debug> fmt::Debug for MockService<K> {
             .field("running", &state.running)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<K>(state: &Mutex<State<K>>) -> MutexGuard<'_, State<K>> {
-    state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The attempts `range` covers, as `from..=to` (from 1).

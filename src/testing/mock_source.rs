@@ -4,10 +4,11 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use crate::sync::lock;
 use futures_core::{FusedStream, Stream};
 use tokio::time::{Instant, Sleep};
 
@@ -98,14 +99,6 @@ pub struct MockSource<T> {
 #[derive(Clone)]
 pub struct MockSourceHandle {
     record: Arc<Mutex<Record>>,
-}
-
-fn lock(record: &Mutex<Record>) -> MutexGuard<'_, Record> {
-    // A panic while the record was locked (a failing assertion in another thread) leaves
-    // it readable.
-    record
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<T> Default for MockSource<T> {

@@ -2,10 +2,11 @@
 
 use std::fmt::{self, Write as _};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use crate::sync::lock;
 use futures_core::{FusedStream, Stream};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -113,12 +114,6 @@ impl Record {
 #[derive(Clone)]
 pub struct Probe {
     record: Arc<Mutex<Record>>,
-}
-
-fn lock(record: &Mutex<Record>) -> MutexGuard<'_, Record> {
-    record
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Default for Probe {

@@ -70,6 +70,7 @@ fn jobs_cancelled_before_their_hand_over_never_wrap_in_flight() {
 #[test]
 fn the_first_ended_snapshot_is_the_final_one() {
     let runtime = one_worker();
+    let mut seen_ended = 0;
     for _ in 0..300 {
         let flow = flowgate::source::iter((0..64u64).map(Ok::<u64, String>)).try_map_concurrent(
             8,
@@ -92,8 +93,13 @@ fn the_first_ended_snapshot_is_the_final_one() {
         assert_eq!((last.failed_count, last.yielded_count), (1, 4));
         if let Some(first) = first_ended.first() {
             assert_eq!(first, &last);
+            seen_ended += 1;
         }
     }
+    assert!(
+        seen_ended > 0,
+        "the reader never saw the stage end while it ran"
+    );
 }
 
 #[test]

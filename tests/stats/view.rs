@@ -1,7 +1,5 @@
 //! The pipeline view: which stage holds a run back, and the table it prints.
 
-use std::time::Duration;
-
 use flowgate::prelude::*;
 use flowgate::stats::{Bottleneck, Pipeline};
 use futures::StreamExt;
@@ -177,5 +175,4 @@ fn an_empty_view_has_no_bottleneck() {
     let sample = Pipeline::new().sample();
     assert_eq!(sample.bottleneck, Bottleneck::None);
     assert_eq!(sample.stages.len(), 0);
-    let _ = Duration::ZERO;
 }
