@@ -60,6 +60,15 @@ pub enum Cause<E> {
         /// it); otherwise a note that it was not.
         message: String,
     },
+    /// The item could not be carried to a remote worker or back (feature `nats`,
+    /// [`map_remote`](crate::FlowExt::map_remote)): it or its result failed to encode or
+    /// decode, it was over the broker's maximum message size, the broker gave it up
+    /// after its last delivery without a result (every worker that took it crashed or
+    /// ran out of time), or the broker failed for longer than the coordinator retries.
+    Broker {
+        /// What went wrong, naming sizes and limits where they matter.
+        message: String,
+    },
 }
 
 impl<E> Error<E> {
@@ -133,6 +142,19 @@ impl<E> Error<E> {
         matches!(self.inner.cause, Cause::TimedOut { .. })
     }
 
+    /// A failure to carry the item at `position` to a remote worker or back, after
+    /// `attempts` deliveries (see [`Cause::Broker`]).
+    pub fn broker(position: u64, attempts: u32, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Error::new(position, attempts, Cause::Broker { message })
+    }
+
+    /// Whether the item could not be carried to a remote worker or back
+    /// ([`Cause::Broker`]).
+    pub fn is_broker(&self) -> bool {
+        matches!(self.inner.cause, Cause::Broker { .. })
+    }
+
     /// Whether user code panicked (a caught panic).
     pub fn is_panic(&self) -> bool {
         matches!(self.inner.cause, Cause::Panicked { .. })
@@ -149,6 +171,7 @@ impl<E> Error<E> {
             Cause::Failed(error) => Cause::Failed(f(error)),
             Cause::TimedOut { after } => Cause::TimedOut { after },
             Cause::Panicked { message } => Cause::Panicked { message },
+            Cause::Broker { message } => Cause::Broker { message },
         };
         Error::new(position, attempts, cause)
     }
@@ -189,6 +212,7 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                     "item {position} panicked (attempt {attempts}): {message}"
                 )
             }
+            Cause::Broker { message } => write!(f, "item {position} failed remotely: {message}"),
         }
     }
 }

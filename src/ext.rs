@@ -484,6 +484,129 @@ pub trait FlowExt: Stream {
     {
         RateLimit::new(self, n, per)
     }
+
+    /// Hands each item to a remote [`Worker`](crate::distributed::Worker) serving `task`
+    /// through `broker`, and yields the results **in input order** (feature `nats`).
+    ///
+    /// - **Bound:** at most `limit` items pulled and not yet yielded, so at most `limit`
+    ///   published and waiting: the generator waits while the workers are busy.
+    /// - **Exactly once:** each position yields exactly one `Ok` result or
+    ///   [`flowgate::Error`](crate::Error), whatever workers die or the broker
+    ///   redelivers; duplicates are dropped by position.
+    /// - **Failures** are values in their position: the task's error after its last
+    ///   delivery ([`Cause::Failed`](crate::Cause::Failed), `attempts` = deliveries), a
+    ///   panic in the task ([`Cause::Panicked`](crate::Cause::Panicked)), an item that
+    ///   could not be carried ([`Cause::Broker`](crate::Cause::Broker): over the
+    ///   broker's maximum message size, with its size and the limit; failed to encode;
+    ///   given up by the broker; the broker failing for a minute on end). The run goes
+    ///   on.
+    /// - **No worker:** the job waits for one (see
+    ///   [`MapRemote::waiting_for_workers`](crate::distributed::MapRemote::waiting_for_workers)).
+    /// - **Drop** before the end purges the job's work not yet taken.
+    ///
+    /// See [`flowgate::distributed`](crate::distributed) for the promises in full.
+    ///
+    /// # Panics
+    /// If `limit` is zero.
+    ///
+    /// # Examples
+    /// ```
+    /// use flowgate::distributed::{MemoryBroker, Task, Worker};
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// const SQUARE: Task<u64, u64> = Task::new("square");
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let broker = MemoryBroker::new();
+    /// let stop = CancellationToken::new();
+    /// let worker = Worker::new(broker.clone(), 2)
+    ///     .task(SQUARE, |n: u64| async move { Ok::<_, String>(n * n) });
+    /// tokio::spawn(worker.serve(stop.clone()));
+    ///
+    /// let squares: Vec<u64> = stream! { for n in 1..=5u64 { yield n } }
+    ///     .map_remote(broker, SQUARE, 3)
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(squares, [1, 4, 9, 16, 25]);
+    /// stop.cancel();
+    /// # }
+    /// ```
+    #[cfg(feature = "nats")]
+    #[track_caller]
+    fn map_remote<B, U, E>(
+        self,
+        broker: B,
+        task: crate::distributed::Task<Self::Item, U, E>,
+        limit: usize,
+    ) -> crate::distributed::MapRemote<Self, B, Self::Item, U, E>
+    where
+        Self: Sized + Send + 'static,
+        Self::Item: serde::Serialize,
+        B: crate::distributed::Broker,
+        U: serde::de::DeserializeOwned,
+        E: serde::de::DeserializeOwned,
+    {
+        assert_nonzero(limit, "limit", "map_remote");
+        crate::distributed::MapRemote::new(self, broker, task, limit, true)
+    }
+
+    /// [`map_remote`](FlowExt::map_remote), yielding results **as they arrive** (feature
+    /// `nats`): the same bound, exactly once, failures as values; a slow item holds up
+    /// nothing but its own slot.
+    ///
+    /// # Panics
+    /// If `limit` is zero.
+    ///
+    /// # Examples
+    /// ```
+    /// use flowgate::distributed::{MemoryBroker, Task, Worker};
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// const NAP: Task<u64, u64> = Task::new("nap");
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let broker = MemoryBroker::new();
+    /// let stop = CancellationToken::new();
+    /// let worker = Worker::new(broker.clone(), 4).task(NAP, |ms: u64| async move {
+    ///     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    ///     Ok::<_, String>(ms)
+    /// });
+    /// tokio::spawn(worker.serve(stop.clone()));
+    ///
+    /// let arrived: Vec<u64> = stream! { for ms in [30, 10, 20u64] { yield ms } }
+    ///     .map_remote_unordered(broker, NAP, 3)
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(arrived, [10, 20, 30]);
+    /// stop.cancel();
+    /// # }
+    /// ```
+    #[cfg(feature = "nats")]
+    #[track_caller]
+    fn map_remote_unordered<B, U, E>(
+        self,
+        broker: B,
+        task: crate::distributed::Task<Self::Item, U, E>,
+        limit: usize,
+    ) -> crate::distributed::MapRemote<Self, B, Self::Item, U, E>
+    where
+        Self: Sized + Send + 'static,
+        Self::Item: serde::Serialize,
+        B: crate::distributed::Broker,
+        U: serde::de::DeserializeOwned,
+        E: serde::de::DeserializeOwned,
+    {
+        assert_nonzero(limit, "limit", "map_remote_unordered");
+        crate::distributed::MapRemote::new(self, broker, task, limit, false)
+    }
 }
 
 impl<St: Stream + ?Sized> FlowExt for St {}

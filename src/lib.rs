@@ -364,6 +364,8 @@
 
 pub mod chunk;
 pub mod concurrent;
+#[cfg(feature = "nats")]
+pub mod distributed;
 mod error;
 mod ext;
 pub mod policy;

@@ -1,0 +1,602 @@
+//! The coordinator: [`MapRemote`], the stream of [`map_remote`](crate::FlowExt::map_remote)
+//! and [`map_remote_unordered`](crate::FlowExt::map_remote_unordered).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use futures_util::stream::FuturesUnordered;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::broker::{BoxStream, Broker, BrokerError, Exhausted, Returned, WorkAddress};
+use super::codec::{self, Outcome};
+use super::Task;
+use crate::Error;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// How long the coordinator retries a broker operation before the item concerned fails
+/// with [`Cause::Broker`](crate::Cause::Broker).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The stream of [`FlowExt::map_remote`](crate::FlowExt::map_remote) and
+/// [`FlowExt::map_remote_unordered`](crate::FlowExt::map_remote_unordered): each item is
+/// published as work of a [`Task`] through a [`Broker`], run by a
+/// [`Worker`](super::Worker) somewhere, and its result yielded, in input order or as
+/// results arrive.
+///
+/// - **Bound:** at most `limit` items pulled from upstream and not yet yielded (so at
+///   most `limit` published and not yet yielded): the generator waits while the
+///   workers are busy.
+/// - **Exactly once:** each input position yields one item, a result or an
+///   [`Error`]; a result the broker delivers twice (a worker that died after
+///   publishing, a redelivery) is dropped by position.
+/// - **Failures** are values in their position: the task's error at its last delivery
+///   ([`Cause::Failed`](crate::Cause::Failed), `attempts` = deliveries), a panic in the
+///   task ([`Cause::Panicked`](crate::Cause::Panicked)), an item that could not be
+///   carried ([`Cause::Broker`](crate::Cause::Broker): over the broker's maximum message
+///   size, failed to encode, its result failed to decode, given up by the broker after
+///   its last delivery, the broker failing for a minute on end).
+/// - **No worker:** a job whose task no worker serves waits; after a minute without a
+///   result it says so once through [`waiting_for_workers`](Self::waiting_for_workers)
+///   (and a `tracing` warning with the feature `tracing`).
+/// - **Drop** before the end purges the job's work not yet taken and its results (on a
+///   spawned task, when a tokio runtime is at hand); at the end the job's results are
+///   purged before the stream ends.
+#[must_use = "streams do nothing unless polled"]
+pub struct MapRemote<St, B, T, U, E> {
+    upstream: Option<Pin<Box<St>>>,
+    broker: B,
+    task: Task<T, U, E>,
+    limit: usize,
+    ordered: bool,
+    job: String,
+    phase: Phase,
+    next_position: u64,
+    next_yield: u64,
+    yielded: u64,
+    awaiting: HashSet<u64>,
+    // Ordered: outcomes by position, waiting for their turn.
+    done: HashMap<u64, Result<U, Error<E>>>,
+    // Unordered: outcomes in arrival order.
+    ready: VecDeque<Result<U, Error<E>>>,
+    sequences: HashMap<u64, u64>,
+    publishing: FuturesUnordered<BoxFuture<(u64, Result<u64, BrokerError>)>>,
+    results: Option<Results>,
+    reopening: Option<BoxFuture<Result<Results, BrokerError>>>,
+    exhausted: Option<BoxStream<Exhausted>>,
+    fatal: Option<String>,
+    last_result: Option<Instant>,
+    watchdog: Option<Pin<Box<tokio::time::Sleep>>>,
+    checking: Option<BoxFuture<Result<bool, BrokerError>>>,
+    waiting: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    purger: Box<dyn Fn() -> BoxFuture<()> + Send + Sync>,
+}
+
+enum Phase {
+    Starting(BoxFuture<Result<Opened, BrokerError>>),
+    Running,
+    Ending(BoxFuture<()>),
+    Ended,
+}
+
+type Results = BoxStream<Result<Returned, BrokerError>>;
+type Opened = (Results, BoxStream<Exhausted>);
+
+/// What [`MapRemote::waiting_for_workers`] says about a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Waiting {
+    /// Results arrive, or the job has had nothing out for a minute.
+    No,
+    /// Items have been out for a minute without any result, and a worker has set up
+    /// the task: the workers are busy or slow.
+    Slow,
+    /// Items have been out for a minute without any result, and no worker has ever set
+    /// up the task: start one.
+    NoWorker,
+}
+
+/// A handle on what a [`MapRemote`] stream is waiting for; see
+/// [`MapRemote::waiting_for_workers`].
+#[derive(Clone)]
+pub struct WaitingHandle(std::sync::Arc<std::sync::atomic::AtomicU8>);
+
+impl WaitingHandle {
+    /// Whether the job is waiting for workers, as of its last check (a minute after
+    /// the last result, while items are out).
+    pub fn get(&self) -> Waiting {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => Waiting::Slow,
+            2 => Waiting::NoWorker,
+            _ => Waiting::No,
+        }
+    }
+}
+
+impl fmt::Debug for WaitingHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("WaitingHandle").field(&self.get()).finish()
+    }
+}
+
+/// How long without a result before the coordinator checks for workers.
+const WATCH: Duration = Duration::from_secs(60);
+
+impl<St, B, T, U, E> MapRemote<St, B, T, U, E>
+where
+    St: Stream<Item = T> + Send + 'static,
+    B: Broker,
+    T: Serialize,
+    U: DeserializeOwned,
+    E: DeserializeOwned,
+{
+    pub(crate) fn new(
+        upstream: St,
+        broker: B,
+        task: Task<T, U, E>,
+        limit: usize,
+        ordered: bool,
+    ) -> Self {
+        let job = super::job_id();
+        let opening = {
+            let broker = broker.clone();
+            let job = job.clone();
+            let name = task.name();
+            Box::pin(async move {
+                retrying(|| broker.prepare_job(name)).await?;
+                let results = retrying(|| broker.results(&job)).await?;
+                let exhausted = retrying(|| broker.exhausted(name)).await?;
+                Ok((results, exhausted))
+            }) as BoxFuture<Result<Opened, BrokerError>>
+        };
+        let purger = {
+            let broker = broker.clone();
+            let job = job.clone();
+            let name = task.name();
+            Box::new(move || {
+                let broker = broker.clone();
+                let job = job.clone();
+                Box::pin(async move {
+                    // Best effort: what is left expires with the streams' age limits.
+                    let purge = broker.purge_job(name, &job);
+                    let _ = tokio::time::timeout(Duration::from_secs(10), purge).await;
+                }) as BoxFuture<()>
+            })
+        };
+        MapRemote {
+            purger,
+            upstream: Some(Box::pin(upstream)),
+            broker,
+            task,
+            limit,
+            ordered,
+            job,
+            phase: Phase::Starting(opening),
+            next_position: 0,
+            next_yield: 0,
+            yielded: 0,
+            awaiting: HashSet::new(),
+            done: HashMap::new(),
+            ready: VecDeque::new(),
+            sequences: HashMap::new(),
+            publishing: FuturesUnordered::new(),
+            results: None,
+            reopening: None,
+            exhausted: None,
+            fatal: None,
+            last_result: None,
+            watchdog: None,
+            checking: None,
+            waiting: Default::default(),
+        }
+    }
+}
+
+impl<St, B, T, U, E> MapRemote<St, B, T, U, E> {
+    /// The job's id: the `<job>` token in its work subjects
+    /// (`work.<task>.<job>.<position>`), unique per stream.
+    pub fn job(&self) -> &str {
+        &self.job
+    }
+
+    /// A handle that says whether the job waits for workers: items out for a minute
+    /// without a result, with or without a worker that ever set up the task.
+    ///
+    /// ```
+    /// use flowgate::distributed::{MemoryBroker, Task, Waiting};
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    /// use std::time::Duration;
+    ///
+    /// const NOBODY: Task<u32, u32> = Task::new("nobody-serves-this");
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut results = stream! { yield 1u32 }.map_remote(MemoryBroker::new(), NOBODY, 4);
+    /// let waiting = results.waiting_for_workers();
+    /// // No worker serves the task: the job waits (a timeout here to see it).
+    /// assert!(tokio::time::timeout(Duration::from_secs(120), results.next()).await.is_err());
+    /// assert_eq!(waiting.get(), Waiting::NoWorker);
+    /// # }
+    /// ```
+    pub fn waiting_for_workers(&self) -> WaitingHandle {
+        WaitingHandle(self.waiting.clone())
+    }
+}
+
+async fn retrying<F, Fut, R>(mut operation: F) -> Result<R, BrokerError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<R, BrokerError>>,
+{
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match operation().await {
+            Ok(value) => return Ok(value),
+            Err(error) if start.elapsed() >= PATIENCE => return Err(error),
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+impl<St, B, T, U, E> MapRemote<St, B, T, U, E>
+where
+    St: Stream<Item = T> + Send + 'static,
+    B: Broker,
+    T: Serialize,
+    U: DeserializeOwned,
+    E: DeserializeOwned,
+{
+    fn settle(&mut self, position: u64, outcome: Result<U, Error<E>>) {
+        if self.ordered {
+            self.done.insert(position, outcome);
+        } else {
+            self.ready.push_back(outcome);
+        }
+    }
+
+    fn take_ready(&mut self) -> Option<Result<U, Error<E>>> {
+        let outcome = if self.ordered {
+            let outcome = self.done.remove(&self.next_yield)?;
+            self.next_yield += 1;
+            outcome
+        } else {
+            self.ready.pop_front()?
+        };
+        self.yielded += 1;
+        Some(outcome)
+    }
+
+    fn outstanding(&self) -> u64 {
+        self.next_position - self.yielded
+    }
+
+    /// Takes an item from upstream: encodes it and starts its publication, or settles
+    /// it as a failure when it cannot go.
+    fn send(&mut self, item: T) {
+        let position = self.next_position;
+        self.next_position += 1;
+        if let Some(fatal) = &self.fatal {
+            let message = format!("the job could not start: {fatal}");
+            self.settle(position, Err(Error::broker(position, 0, message)));
+            return;
+        }
+        let address = WorkAddress {
+            task: self.task.name().to_owned(),
+            job: self.job.clone(),
+            position,
+        };
+        let payload = match codec::encode(&item) {
+            Ok(payload) => payload,
+            Err(error) => {
+                // postcard drops a custom serializer's message: name the type instead.
+                let message = format!(
+                    "it failed to encode as a `{}`: {error}",
+                    std::any::type_name::<T>()
+                );
+                self.settle(position, Err(Error::broker(position, 0, message)));
+                return;
+            }
+        };
+        let overhead = self.broker.overhead(&address);
+        let max = self.broker.max_payload();
+        if payload.len() + overhead > max {
+            let message = format!(
+                "it encodes to {} bytes ({} with subject and headers), over the broker's maximum message size of {max} bytes",
+                payload.len(),
+                payload.len() + overhead
+            );
+            self.settle(position, Err(Error::broker(position, 0, message)));
+            return;
+        }
+        self.awaiting.insert(position);
+        let broker = self.broker.clone();
+        self.publishing.push(Box::pin(async move {
+            let published = retrying(|| broker.publish_work(&address, payload.clone())).await;
+            (position, published)
+        }));
+    }
+
+    fn receive(&mut self, returned: Returned) {
+        let position = returned.position;
+        if !self.awaiting.remove(&position) {
+            return; // A duplicate, or a result for an item that failed here already.
+        }
+        self.last_result = Some(Instant::now());
+        let outcome = match codec::decode::<Outcome<U, E>>(&returned.payload) {
+            Ok(Outcome::Done(value)) => Ok(value),
+            Ok(Outcome::Failed { deliveries, error }) => {
+                Err(Error::failed(position, deliveries, error))
+            }
+            Ok(Outcome::Panicked {
+                deliveries,
+                message,
+            }) => Err(Error::panicked(position, deliveries, message)),
+            Ok(Outcome::Undeliverable {
+                deliveries,
+                message,
+            }) => Err(Error::broker(position, deliveries, message)),
+            Err(error) => Err(Error::broker(
+                position,
+                0,
+                format!("its result failed to decode: {error}"),
+            )),
+        };
+        self.settle(position, outcome);
+    }
+
+    fn give_up(&mut self, exhausted: Exhausted) {
+        let Some(&position) = self.sequences.get(&exhausted.sequence) else {
+            return; // Another job's item.
+        };
+        if self.awaiting.remove(&position) {
+            let message = format!(
+                "the broker gave it up after {} deliveries without a result (every worker that took it crashed or ran past the ack wait)",
+                exhausted.deliveries
+            );
+            let attempts = codec::clamp(exhausted.deliveries);
+            self.settle(position, Err(Error::broker(position, attempts, message)));
+        }
+    }
+
+    /// Polls everything but the upstream once; whether anything moved.
+    fn poll_broker(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut moved = false;
+        while let Poll::Ready(Some((position, published))) =
+            Pin::new(&mut self.publishing).poll_next(cx)
+        {
+            moved = true;
+            match published {
+                Ok(sequence) => {
+                    self.sequences.insert(sequence, position);
+                }
+                Err(error) => {
+                    if self.awaiting.remove(&position) {
+                        let message = format!("publishing it failed: {error}");
+                        self.settle(position, Err(Error::broker(position, 0, message)));
+                    }
+                }
+            }
+        }
+        if let Some(reopening) = &mut self.reopening {
+            if let Poll::Ready(opened) = reopening.as_mut().poll(cx) {
+                self.reopening = None;
+                moved = true;
+                match opened {
+                    Ok(results) => self.results = Some(results),
+                    Err(error) => self.fail_awaiting(&format!("reading results failed: {error}")),
+                }
+            }
+        }
+        while let Some(results) = &mut self.results {
+            match results.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(returned))) => {
+                    moved = true;
+                    self.receive(returned);
+                }
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                    // Read again from the first result; duplicates are dropped.
+                    moved = true;
+                    self.results = None;
+                    let broker = self.broker.clone();
+                    let job = self.job.clone();
+                    self.reopening = Some(Box::pin(async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        retrying(|| broker.results(&job)).await
+                    }));
+                }
+                Poll::Pending => break,
+            }
+        }
+        while let Some(exhausted) = &mut self.exhausted {
+            match exhausted.as_mut().poll_next(cx) {
+                Poll::Ready(Some(exhausted)) => {
+                    moved = true;
+                    self.give_up(exhausted);
+                }
+                Poll::Ready(None) => self.exhausted = None,
+                Poll::Pending => break,
+            }
+        }
+        moved |= self.watch(cx);
+        moved
+    }
+
+    /// Checks for workers when items have been out a while without a result.
+    fn watch(&mut self, cx: &mut Context<'_>) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.awaiting.is_empty() {
+            self.watchdog = None;
+            self.last_result = None;
+            self.waiting.store(0, Relaxed);
+            return false;
+        }
+        let due = *self.last_result.get_or_insert_with(Instant::now) + WATCH;
+        match &mut self.watchdog {
+            Some(sleep) if sleep.deadline() == due => {}
+            _ => self.watchdog = Some(Box::pin(tokio::time::sleep_until(due))),
+        }
+        if let Some(checking) = &mut self.checking {
+            if let Poll::Ready(served) = checking.as_mut().poll(cx) {
+                self.checking = None;
+                let state = if matches!(served, Ok(false)) { 2 } else { 1 };
+                if self.waiting.swap(state, Relaxed) != state {
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(
+                        task = self.task.name(),
+                        job = %self.job,
+                        out = self.awaiting.len(),
+                        no_worker = state == 2,
+                        "flowgate: no result from any worker for a minute"
+                    );
+                }
+            }
+            return false;
+        }
+        let sleep = self.watchdog.as_mut().expect("set above");
+        if sleep.as_mut().poll(cx).is_ready() {
+            self.last_result = Some(Instant::now());
+            let broker = self.broker.clone();
+            let name = self.task.name();
+            self.checking = Some(Box::pin(async move { broker.has_worker(name).await }));
+            return true;
+        }
+        false
+    }
+
+    fn fail_awaiting(&mut self, message: &str) {
+        let positions: Vec<u64> = self.awaiting.drain().collect();
+        for position in positions {
+            self.settle(
+                position,
+                Err(Error::broker(position, 0, message.to_owned())),
+            );
+        }
+    }
+}
+
+impl<St, B, T, U, E> Stream for MapRemote<St, B, T, U, E>
+where
+    St: Stream<Item = T> + Send + 'static,
+    B: Broker,
+    T: Serialize,
+    U: DeserializeOwned,
+    E: DeserializeOwned,
+{
+    type Item = Result<U, Error<E>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.phase {
+                Phase::Starting(opening) => match opening.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok((results, exhausted))) => {
+                        this.results = Some(results);
+                        this.exhausted = Some(exhausted);
+                        this.phase = Phase::Running;
+                    }
+                    Poll::Ready(Err(error)) => {
+                        this.fatal = Some(error.to_string());
+                        this.phase = Phase::Running;
+                    }
+                },
+                Phase::Running => {}
+                Phase::Ending(purging) => {
+                    if purging.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.phase = Phase::Ended;
+                    return Poll::Ready(None);
+                }
+                Phase::Ended => return Poll::Ready(None),
+            }
+            if let Some(outcome) = this.take_ready() {
+                return Poll::Ready(Some(outcome));
+            }
+            if this.upstream.is_none() && this.outstanding() == 0 {
+                this.results = None;
+                this.exhausted = None;
+                this.phase = Phase::Ending((this.purger)());
+                continue;
+            }
+            let mut moved = false;
+            while this.outstanding() < this.limit as u64 {
+                let Some(upstream) = &mut this.upstream else {
+                    break;
+                };
+                match upstream.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(item)) => {
+                        moved = true;
+                        this.send(item);
+                    }
+                    Poll::Ready(None) => {
+                        moved = true;
+                        this.upstream = None;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            moved |= this.poll_broker(cx);
+            if !moved {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let held = (self.outstanding()) as usize;
+        match &self.upstream {
+            Some(upstream) => {
+                let (low, high) = upstream.size_hint();
+                (
+                    low.saturating_add(held),
+                    high.and_then(|high| high.checked_add(held)),
+                )
+            }
+            None if matches!(self.phase, Phase::Ended) => (0, Some(0)),
+            None => (held, Some(held)),
+        }
+    }
+}
+
+// Nothing inside is pinned in place: upstream is boxed, everything else moves freely.
+impl<St, B, T, U, E> Unpin for MapRemote<St, B, T, U, E> {}
+
+impl<St, B, T, U, E> Drop for MapRemote<St, B, T, U, E> {
+    fn drop(&mut self) {
+        if matches!(self.phase, Phase::Ended | Phase::Ending(_)) {
+            return;
+        }
+        // Dropping the stream releases upstream first, as every operator does.
+        self.upstream = None;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn((self.purger)());
+        }
+    }
+}
+
+impl<St, B, T, U, E> fmt::Debug for MapRemote<St, B, T, U, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MapRemote")
+            .field("task", &self.task.name())
+            .field("job", &self.job)
+            .field("limit", &self.limit)
+            .field("ordered", &self.ordered)
+            .field("pulled", &self.next_position)
+            .field("yielded", &self.yielded)
+            .field("awaiting", &self.awaiting.len())
+            .finish()
+    }
+}

@@ -1,0 +1,565 @@
+//! [`Worker`]: serves named tasks, pulling work from a [`Broker`] only as fast as it can
+//! start it.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::broker::{Broker, BrokerError, DeadLetter, Delivery, WorkAddress};
+use super::codec::{self, Outcome};
+use super::Task;
+use crate::FlowExt;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What running one item gave.
+enum Handled {
+    /// The encoded result.
+    Done(Vec<u8>),
+    /// A failure worth another delivery: the encoded outcome to send back if this was
+    /// the last one, and the error's text for the dead letter.
+    Failed { last: Vec<u8>, reason: String },
+    /// The item cannot be run, at any delivery: its payload failed to decode, or its
+    /// result failed to encode.
+    Unrunnable(String),
+}
+
+type Handler = dyn Fn(&[u8], u64) -> BoxFuture<Handled> + Send + Sync;
+
+/// Serves the tasks it registers: takes their work from a [`Broker`], runs it with at
+/// most `limit` items at once, publishes each result, and only then acknowledges the
+/// work.
+///
+/// - **Pulling:** a worker takes only as many items as it has free slots, so items
+///   wait in the broker (where other workers can take them), not in a worker. While
+///   an item runs, the worker tells the broker it is in progress every third of the
+///   ack wait, so long items are not redelivered.
+/// - **Failures:** a task's `Err` or panic (panics are caught, the worker goes on) is
+///   refused with a delay (doubling from [`retry_delay`](Self::retry_delay)) and
+///   delivered again, up to the consumer's maximum deliveries; at the last one the
+///   failure is sent back as the item's result (the coordinator yields it as a
+///   [`flowgate::Error`](crate::Error)), set aside as a dead letter, and terminated. A
+///   message that fails to decode, or whose result fails to encode or is over the
+///   broker's maximum size, is sent back and set aside at once.
+/// - **Joining and leaving:** workers of a task share the broker's work for it; start
+///   and stop them at any time. A worker that dies leaves its items unacknowledged:
+///   the broker delivers them again after the ack wait.
+/// - **Shutdown:** when the token passed to [`serve`](Self::serve) fires, the worker
+///   takes no more work, gives the items running [`grace`](Self::grace) to finish
+///   (default 30 s), refuses the rest (so other workers take them at once) and
+///   returns.
+///
+/// Runs on the core engine (`map_concurrent_unordered` with `with_shutdown`), on the
+/// caller's tokio runtime; a CPU-heavy task should use `tokio::task::spawn_blocking`
+/// inside its future.
+///
+/// ```
+/// use flowgate::distributed::{MemoryBroker, Task, Worker};
+/// use tokio_util::sync::CancellationToken;
+///
+/// const WORDS: Task<Vec<String>, usize> = Task::new("words");
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let stop = CancellationToken::new();
+/// let worker = Worker::new(MemoryBroker::new(), 8).task(WORDS, |lines: Vec<String>| async move {
+///     Ok::<_, String>(lines.iter().map(|line| line.split_whitespace().count()).sum())
+/// });
+/// let serving = tokio::spawn(worker.serve(stop.clone()));
+/// stop.cancel();
+/// let report = serving.await.unwrap().unwrap();
+/// assert_eq!(report.done, 0);
+/// # }
+/// ```
+pub struct Worker<B> {
+    broker: B,
+    limit: usize,
+    handlers: HashMap<&'static str, Arc<Handler>>,
+    grace: Duration,
+    retry_delay: Duration,
+    pull_wait: Duration,
+}
+
+/// What a worker did, returned by [`Worker::serve`] when it stops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// Items whose result was published and whose work was acknowledged.
+    pub done: u64,
+    /// Failed deliveries refused for another delivery.
+    pub refused: u64,
+    /// Items sent back as failures and set aside as dead letters.
+    pub dead_lettered: u64,
+    /// Items handed back to the broker at shutdown, or left unacknowledged because
+    /// publishing their result or the acknowledgement failed (the broker delivers them
+    /// again).
+    pub returned: u64,
+    /// Broker operations that failed (and were retried).
+    pub broker_errors: u64,
+}
+
+enum Ended {
+    Done,
+    Refused,
+    DeadLettered,
+    Returned,
+}
+
+impl<B: Broker> Worker<B> {
+    /// A worker taking work from `broker`, running at most `limit` items at once.
+    ///
+    /// # Panics
+    /// If `limit` is zero.
+    #[track_caller]
+    pub fn new(broker: B, limit: usize) -> Self {
+        crate::ext::assert_nonzero(limit, "limit", "Worker::new");
+        Worker {
+            broker,
+            limit,
+            handlers: HashMap::new(),
+            grace: Duration::from_secs(30),
+            retry_delay: Duration::from_millis(500),
+            pull_wait: Duration::from_secs(1),
+        }
+    }
+
+    /// Serves `task` with `f`: an item of the task is decoded, `f(item)` runs, and its
+    /// `Ok` is sent back as the item's result; its `Err` (or a panic) is retried by
+    /// redelivery and sent back after the last delivery (see [`Worker`]).
+    ///
+    /// # Panics
+    /// If the worker already serves a task of that name.
+    #[track_caller]
+    pub fn task<T, U, E, F, Fut>(mut self, task: Task<T, U, E>, f: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        U: Serialize + Send + 'static,
+        E: Serialize + fmt::Display + Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<U, E>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let handler = move |payload: &[u8], delivered: u64| -> BoxFuture<Handled> {
+            let item: T = match codec::decode(payload) {
+                Ok(item) => item,
+                Err(error) => {
+                    let reason = format!("the item failed to decode: {error}");
+                    return Box::pin(std::future::ready(Handled::Unrunnable(reason)));
+                }
+            };
+            let f = f.clone();
+            Box::pin(async move {
+                let deliveries = codec::clamp(delivered);
+                let running = catch_unwind(AssertUnwindSafe(|| f(item)));
+                let outcome = match running {
+                    Ok(future) => CatchUnwind(Box::pin(future)).await,
+                    Err(payload) => Err(payload),
+                };
+                match outcome {
+                    Ok(Ok(value)) => match codec::encode(&Outcome::<U, E>::Done(value)) {
+                        Ok(bytes) => Handled::Done(bytes),
+                        Err(error) => {
+                            Handled::Unrunnable(format!("its result failed to encode: {error}"))
+                        }
+                    },
+                    Ok(Err(error)) => {
+                        let reason = error.to_string();
+                        let last = codec::encode(&Outcome::<U, E>::Failed { deliveries, error })
+                            .unwrap_or_else(|encoding| {
+                                codec::undeliverable(
+                                    delivered,
+                                    format!("{reason} (the error failed to encode: {encoding})"),
+                                )
+                            });
+                        Handled::Failed { last, reason }
+                    }
+                    Err(panic) => {
+                        let message = crate::error::panic_message(&*panic);
+                        let reason = format!("panicked: {message}");
+                        let last = codec::encode(&Outcome::<U, E>::Panicked {
+                            deliveries,
+                            message,
+                        })
+                        .expect("flowgate: a panic outcome always encodes");
+                        Handled::Failed { last, reason }
+                    }
+                }
+            })
+        };
+        let name = task.name();
+        assert!(
+            self.handlers.insert(name, Arc::new(handler)).is_none(),
+            "flowgate: `Worker::task`: the worker already serves a task named `{name}`"
+        );
+        self
+    }
+
+    /// How long items still running at shutdown may take to finish before they are
+    /// handed back to the broker (default 30 s).
+    pub fn grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The delay before a failed item is delivered again, doubling with each delivery
+    /// up to 30 s (default 500 ms).
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Serves the registered tasks until `shutdown` fires, then finishes as described
+    /// under [`Worker`] and returns what it did.
+    ///
+    /// # Errors
+    /// When the broker cannot set up a task's consumer within a minute of retries (the
+    /// error names the task).
+    ///
+    /// # Panics
+    /// If no task is registered.
+    pub async fn serve(self, shutdown: CancellationToken) -> Result<WorkerReport, BrokerError> {
+        assert!(
+            !self.handlers.is_empty(),
+            "flowgate: `Worker::serve` needs at least one task (`Worker::task`)"
+        );
+        let Worker {
+            broker,
+            limit,
+            handlers,
+            grace,
+            retry_delay,
+            pull_wait,
+        } = self;
+        let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut names: Vec<&'static str> = handlers.keys().copied().collect();
+        names.sort_unstable();
+        for name in &names {
+            let started = tokio::time::Instant::now();
+            loop {
+                match broker.prepare_worker(name).await {
+                    Ok(()) => break,
+                    Err(error) if started.elapsed() >= Duration::from_secs(60) => {
+                        return Err(BrokerError::new(format!(
+                            "setting up task `{name}` failed: {error}"
+                        )))
+                    }
+                    Err(_) => {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return Ok(WorkerReport::default()),
+                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        }
+                    }
+                }
+            }
+        }
+        let slots = Arc::new(Semaphore::new(limit));
+        let pulls = names.iter().map(|name| {
+            pull(
+                broker.clone(),
+                name,
+                slots.clone(),
+                limit,
+                pull_wait,
+                errors.clone(),
+                shutdown.clone(),
+            )
+        });
+        let deliveries = futures_util::stream::select_all(pulls);
+        let handlers = Arc::new(handlers);
+        let context = Arc::new(JobContext {
+            broker,
+            handlers,
+            retry_delay,
+            errors: errors.clone(),
+        });
+        let mut jobs = deliveries
+            .map_concurrent_unordered(limit, move |(delivery, slot)| {
+                let context = context.clone();
+                async move {
+                    let ended = context.run(delivery).await;
+                    drop(slot);
+                    ended
+                }
+            })
+            .with_shutdown(shutdown.clone(), grace);
+        let report = jobs.shutdown_report();
+        let mut summary = WorkerReport::default();
+        while let Some(ended) = jobs.next().await {
+            match ended {
+                Ended::Done => summary.done += 1,
+                Ended::Refused => summary.refused += 1,
+                Ended::DeadLettered => summary.dead_lettered += 1,
+                Ended::Returned => summary.returned += 1,
+            }
+        }
+        // Jobs cancelled after the grace handed their deliveries back on drop.
+        if let Some(report) = report.get() {
+            summary.returned += report.cancelled().len() as u64;
+        }
+        summary.broker_errors = errors.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(summary)
+    }
+}
+
+/// The deliveries of one task, each with a free slot: pulls only as many as slots are
+/// free, waiting up to `wait` for the first.
+fn pull<B: Broker>(
+    broker: B,
+    task: &'static str,
+    slots: Arc<Semaphore>,
+    limit: usize,
+    wait: Duration,
+    errors: Arc<std::sync::atomic::AtomicU64>,
+    shutdown: CancellationToken,
+) -> Pin<Box<dyn futures_core::Stream<Item = (B::Delivery, OwnedSemaphorePermit)> + Send>> {
+    Box::pin(async_stream::stream! {
+        let mut delay = Duration::from_millis(50);
+        while !shutdown.is_cancelled() {
+            let Ok(first) = slots.clone().acquire_owned().await else { break };
+            let mut permits = vec![first];
+            while permits.len() < limit {
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
+            }
+            let pulled = tokio::select! {
+                pulled = broker.pull_work(task, permits.len(), wait) => pulled,
+                _ = shutdown.cancelled() => break,
+            };
+            match pulled {
+                Ok(deliveries) => {
+                    delay = Duration::from_millis(50);
+                    for delivery in deliveries {
+                        let permit = permits.pop().expect("a broker hands out at most `max` deliveries");
+                        yield (delivery, permit);
+                    }
+                }
+                Err(_) => {
+                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    drop(permits);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    })
+}
+
+struct JobContext<B> {
+    broker: B,
+    handlers: Arc<HashMap<&'static str, Arc<Handler>>>,
+    retry_delay: Duration,
+    errors: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<B: Broker> JobContext<B> {
+    fn error(&self) {
+        self.errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn run(&self, delivery: B::Delivery) -> Ended {
+        let delivered = delivery.delivered();
+        let address = WorkAddress::parse(delivery.subject());
+        let handler = address
+            .as_ref()
+            .and_then(|address| self.handlers.get(address.task.as_str()));
+        let (address, handler) = match (address, handler) {
+            (Some(address), Some(handler)) => (address, handler.clone()),
+            (address, _) => {
+                let reason = match address {
+                    None => format!(
+                        "subject `{}` is not of the form work.<task>.<job>.<position>",
+                        delivery.subject()
+                    ),
+                    Some(address) => format!("this worker does not serve task `{}`", address.task),
+                };
+                return self.set_aside(delivery, None, reason).await;
+            }
+        };
+        let running = handler(delivery.payload(), delivered);
+        let handled = match with_progress(&delivery, running).await {
+            Ok(handled) => handled,
+            Err(()) => {
+                self.error();
+                return Ended::Returned;
+            }
+        };
+        match handled {
+            Handled::Done(result) => {
+                let size = result.len() + self.broker.overhead(&address);
+                if size > self.broker.max_payload() {
+                    let reason = format!(
+                        "its result encodes to {size} bytes with subject and headers, over the broker's maximum message size of {} bytes",
+                        self.broker.max_payload()
+                    );
+                    let outcome = codec::undeliverable(delivered, reason.clone());
+                    return self
+                        .set_aside(delivery, Some((&address, outcome)), reason)
+                        .await;
+                }
+                if !self.publish(&delivery, &address, result).await {
+                    return Ended::Returned;
+                }
+                // A lost ack means a redelivery, whose result is a duplicate the
+                // broker and the coordinator drop.
+                match delivery.ack().await {
+                    Ok(()) => Ended::Done,
+                    Err(_) => {
+                        self.error();
+                        Ended::Returned
+                    }
+                }
+            }
+            Handled::Failed { last, reason } if delivered >= delivery.max_deliver() => {
+                self.set_aside(delivery, Some((&address, last)), reason)
+                    .await
+            }
+            Handled::Failed { .. } => {
+                let doublings = u32::try_from(delivered.saturating_sub(1))
+                    .unwrap_or(u32::MAX)
+                    .min(16);
+                let delay = self
+                    .retry_delay
+                    .saturating_mul(1 << doublings)
+                    .min(Duration::from_secs(30));
+                if delivery.nak(delay).await.is_err() {
+                    self.error();
+                }
+                Ended::Refused
+            }
+            Handled::Unrunnable(reason) => {
+                let outcome = codec::undeliverable(delivered, reason.clone());
+                self.set_aside(delivery, Some((&address, outcome)), reason)
+                    .await
+            }
+        }
+    }
+
+    /// Publishes a result, retrying for up to about a minute while telling the broker
+    /// the item is in progress; false when it never went through.
+    async fn publish(
+        &self,
+        delivery: &B::Delivery,
+        address: &WorkAddress,
+        payload: Vec<u8>,
+    ) -> bool {
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..40 {
+            match self.broker.publish_result(address, payload.clone()).await {
+                Ok(()) => return true,
+                Err(_) => {
+                    self.error();
+                    let _ = delivery.in_progress().await;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        false
+    }
+
+    /// Sends the failure back (when the item belongs to a job), sets the message aside
+    /// as a dead letter and terminates it.
+    async fn set_aside(
+        &self,
+        delivery: B::Delivery,
+        result: Option<(&WorkAddress, Vec<u8>)>,
+        reason: String,
+    ) -> Ended {
+        if let Some((address, outcome)) = result {
+            if !self.publish(&delivery, address, outcome).await {
+                return Ended::Returned;
+            }
+        }
+        let letter = DeadLetter {
+            subject: delivery.subject().to_owned(),
+            payload: delivery.payload().to_vec(),
+            deliveries: delivery.delivered(),
+            reason,
+        };
+        let task = letter
+            .subject
+            .split('.')
+            .nth(1)
+            .unwrap_or("unknown")
+            .to_owned();
+        let mut stored = false;
+        for _ in 0..5 {
+            if self.broker.dead_letter(&task, letter.clone()).await.is_ok() {
+                stored = true;
+                break;
+            }
+            self.error();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if !stored {
+            return Ended::Returned;
+        }
+        if delivery.term().await.is_err() {
+            self.error();
+        }
+        Ended::DeadLettered
+    }
+}
+
+/// Runs `running` while telling the broker, every third of the ack wait, that the
+/// item is in progress. `Err` when the broker says the delivery is no longer current
+/// (the ack wait passed: another worker may have it).
+async fn with_progress<D: Delivery>(
+    delivery: &D,
+    running: BoxFuture<Handled>,
+) -> Result<Handled, ()> {
+    let every = (delivery.ack_wait() / 3).max(Duration::from_millis(10));
+    let mut running = running;
+    loop {
+        tokio::select! {
+            handled = &mut running => return Ok(handled),
+            _ = tokio::time::sleep(every) => {
+                // A failed progress report is not fatal: the work goes on, and a
+                // redelivery's result is a duplicate the coordinator drops.
+                let _ = delivery.in_progress().await;
+            }
+        }
+    }
+}
+
+/// Catches a panic in a future's poll, as a value.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let future = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(future).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+impl<B> fmt::Debug for Worker<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut tasks: Vec<&str> = self.handlers.keys().copied().collect();
+        tasks.sort_unstable();
+        f.debug_struct("Worker")
+            .field("tasks", &tasks)
+            .field("limit", &self.limit)
+            .field("grace", &self.grace)
+            .finish()
+    }
+}
