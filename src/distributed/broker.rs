@@ -166,14 +166,15 @@ pub trait Broker: Clone + Send + Sync + 'static {
         payload: Vec<u8>,
     ) -> impl Future<Output = Result<u64, BrokerError>> + Send;
 
-    /// Takes up to `max` work items of `task`, waiting up to `wait` for the first one;
-    /// an empty `Vec` when none came.
+    /// A pull request for up to `max` work items of `task`: the stream yields them as
+    /// they come and ends when `max` came or `wait` passed. A worker keeps reading it
+    /// to its end (a delivery left unread would run out its ack wait).
     fn pull_work(
         &self,
         task: &str,
         max: usize,
         wait: Duration,
-    ) -> impl Future<Output = Result<Vec<Self::Delivery>, BrokerError>> + Send;
+    ) -> impl Future<Output = Result<BoxStream<Result<Self::Delivery, BrokerError>>, BrokerError>> + Send;
 
     /// Publishes the result of `address` and waits until the broker stored it.
     /// Publishing a result for the same address twice stores it once.

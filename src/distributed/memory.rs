@@ -285,6 +285,52 @@ impl MemoryBroker {
         next
     }
 
+    /// Takes up to `max` ready items of `task` (within `max_ack_pending`); also returns
+    /// when the next deadline falls.
+    fn take(&self, task: &str, max: usize) -> (Vec<MemoryDelivery>, Option<Instant>) {
+        let config = self.shared.config;
+        let mut state = lock(&self.shared.state);
+        let now = Instant::now();
+        let next = self.sweep(&mut state, now);
+        let out = state
+            .work
+            .values()
+            .filter(|work| matches!(work.state, WorkState::Out { .. }))
+            .count();
+        let room = config.max_ack_pending.saturating_sub(out).min(max);
+        let ready: Vec<u64> = state
+            .work
+            .iter()
+            .filter(|(_, work)| {
+                work.address.task == task
+                    && matches!(work.state, WorkState::Ready { at } if at <= now)
+            })
+            .map(|(sequence, _)| *sequence)
+            .take(room)
+            .collect();
+        let mut deliveries = Vec::with_capacity(ready.len());
+        for sequence in ready {
+            state.next_delivery += 1;
+            let delivery = state.next_delivery;
+            let work = state.work.get_mut(&sequence).expect("listed above");
+            work.delivered += 1;
+            work.state = WorkState::Out {
+                deadline: now + config.ack_wait,
+                delivery,
+            };
+            deliveries.push(MemoryDelivery {
+                broker: self.clone(),
+                sequence,
+                delivery,
+                subject: work.subject.clone(),
+                payload: work.payload.clone(),
+                delivered: work.delivered,
+                settled: false,
+            });
+        }
+        (deliveries, next)
+    }
+
     fn settle(&self, sequence: u64, delivery: u64, settle: Settle) -> Result<(), BrokerError> {
         let mut state = lock(&self.shared.state);
         let now = Instant::now();
@@ -397,67 +443,34 @@ impl Broker for MemoryBroker {
         task: &str,
         max: usize,
         wait: Duration,
-    ) -> Result<Vec<MemoryDelivery>, BrokerError> {
-        let config = self.shared.config;
+    ) -> Result<BoxStream<Result<MemoryDelivery, BrokerError>>, BrokerError> {
+        let broker = self.clone();
+        let task = task.to_owned();
         let end = Instant::now() + wait;
-        loop {
-            let changed = self.shared.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            let next = {
-                let mut state = lock(&self.shared.state);
-                let now = Instant::now();
-                let next = self.sweep(&mut state, now);
-                let out = state
-                    .work
-                    .values()
-                    .filter(|work| matches!(work.state, WorkState::Out { .. }))
-                    .count();
-                let room = config.max_ack_pending.saturating_sub(out).min(max);
-                let ready: Vec<u64> = state
-                    .work
-                    .iter()
-                    .filter(|(_, work)| {
-                        work.address.task == task
-                            && matches!(work.state, WorkState::Ready { at } if at <= now)
-                    })
-                    .map(|(sequence, _)| *sequence)
-                    .take(room)
-                    .collect();
-                if !ready.is_empty() {
-                    let mut deliveries = Vec::with_capacity(ready.len());
-                    for sequence in ready {
-                        state.next_delivery += 1;
-                        let delivery = state.next_delivery;
-                        let work = state.work.get_mut(&sequence).expect("listed above");
-                        work.delivered += 1;
-                        work.state = WorkState::Out {
-                            deadline: now + config.ack_wait,
-                            delivery,
-                        };
-                        deliveries.push(MemoryDelivery {
-                            broker: self.clone(),
-                            sequence,
-                            delivery,
-                            subject: work.subject.clone(),
-                            payload: work.payload.clone(),
-                            delivered: work.delivered,
-                            settled: false,
-                        });
-                    }
-                    return Ok(deliveries);
+        Ok(Box::pin(async_stream::stream! {
+            let mut wanted = max;
+            while wanted > 0 {
+                let changed = broker.shared.changed.notified();
+                tokio::pin!(changed);
+                changed.as_mut().enable();
+                let (taken, next) = broker.take(&task, wanted);
+                wanted -= taken.len();
+                let none = taken.is_empty();
+                for delivery in taken {
+                    yield Ok(delivery);
                 }
-                next
-            };
-            if Instant::now() >= end {
-                return Ok(Vec::new());
+                if wanted == 0 || Instant::now() >= end {
+                    break;
+                }
+                if none {
+                    let until = next.map_or(end, |next| next.min(end));
+                    tokio::select! {
+                        _ = &mut changed => {}
+                        _ = tokio::time::sleep_until(until) => {}
+                    }
+                }
             }
-            let until = next.map_or(end, |next| next.min(end));
-            tokio::select! {
-                _ = &mut changed => {}
-                _ = tokio::time::sleep_until(until) => {}
-            }
-        }
+        }))
     }
 
     async fn publish_result(

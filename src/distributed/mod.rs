@@ -64,16 +64,20 @@
 mod broker;
 mod codec;
 mod memory;
+mod nats;
 mod remote;
 mod worker;
 
 use std::fmt;
 use std::marker::PhantomData;
 
+/// The NATS client crate, as [`NatsBroker`] uses it.
+pub use async_nats;
 pub use broker::{
     BoxStream, Broker, BrokerError, DeadLetter, Delivery, Exhausted, Returned, WorkAddress,
 };
 pub use memory::{MemoryBroker, MemoryDelivery};
+pub use nats::{NatsBroker, NatsDelivery, DEAD_STREAM, RESULTS_STREAM, WORK_STREAM};
 pub use remote::{MapRemote, Waiting, WaitingHandle};
 pub use worker::{Worker, WorkerReport};
 

@@ -339,11 +339,22 @@ fn pull<B: Broker>(
                 _ = shutdown.cancelled() => break,
             };
             match pulled {
-                Ok(deliveries) => {
+                Ok(mut batch) => {
                     delay = Duration::from_millis(50);
-                    for delivery in deliveries {
-                        let permit = permits.pop().expect("a broker hands out at most `max` deliveries");
-                        yield (delivery, permit);
+                    // Read the request to its end: a delivery left unread would run out
+                    // its ack wait. A slot is free for each.
+                    while let Some(delivery) = batch.next().await {
+                        match delivery {
+                            Ok(delivery) => {
+                                let permit = permits
+                                    .pop()
+                                    .expect("a broker hands out at most `max` deliveries");
+                                yield (delivery, permit);
+                            }
+                            Err(_) => {
+                                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
                     }
                 }
                 Err(_) => {

@@ -2,12 +2,17 @@
 //! in-process broker (on the paused clock) and against a real NATS server (see
 //! `server.rs`), and the fault tests with real worker processes (`faults.rs`).
 
+mod faults;
+mod server;
 mod suite;
 
 use std::future::Future;
 use std::time::Duration;
 
-use flowgate::distributed::{Broker, DeadLetter, MemoryBroker, MemoryDelivery};
+use flowgate::distributed::{
+    Broker, DeadLetter, MemoryBroker, MemoryDelivery, NatsBroker, NatsDelivery, RESULTS_STREAM,
+    WORK_STREAM,
+};
 
 /// A broker under test, and what the suite needs to see inside it.
 pub trait Fixture: Send + 'static {
@@ -81,6 +86,71 @@ impl Fixture for Memory {
     }
 }
 
+/// A real server per test, with a broker on it.
+struct Nats {
+    _server: server::Server,
+    broker: NatsBroker,
+}
+
+impl Nats {
+    /// `None` (said loudly by the harness) where no server can be had.
+    async fn new() -> Option<Self> {
+        let server = server::Server::start()?;
+        let broker = NatsBroker::connect(&server.url())
+            .await
+            .expect("connecting to the test server")
+            .max_deliver(3)
+            .ack_wait(Duration::from_secs(2));
+        Some(Nats {
+            _server: server,
+            broker,
+        })
+    }
+}
+
+impl Fixture for Nats {
+    type Broker = NatsBroker;
+
+    async fn broker(&self) -> NatsBroker {
+        self.broker.clone()
+    }
+
+    fn max_deliver(&self) -> u64 {
+        3
+    }
+
+    async fn publish_raw(&self, subject: &str, payload: Vec<u8>) {
+        let client = self.broker.client();
+        client
+            .publish(subject.to_owned(), payload.into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+    }
+
+    async fn dead_letters(&self, task: &str) -> Vec<DeadLetter> {
+        self.broker.dead_letters(task).await.unwrap()
+    }
+
+    async fn queued(&self, task: &str, job: &str) -> usize {
+        self.broker
+            .count(WORK_STREAM, &format!("work.{task}.{job}.>"))
+            .await
+            .unwrap()
+    }
+
+    async fn stored_results(&self, job: &str) -> usize {
+        self.broker
+            .count(RESULTS_STREAM, &format!("results.{job}.>"))
+            .await
+            .unwrap()
+    }
+
+    fn abandon(&self, delivery: NatsDelivery) {
+        delivery.abandon();
+    }
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -88,6 +158,20 @@ macro_rules! conformance {
                 #[tokio::test(start_paused = true)]
                 async fn $case() {
                     super::suite::$case(super::Memory::new()).await;
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(nats) = super::Nats::new().await else { return };
+                    tokio::time::timeout(
+                        std::time::Duration::from_secs(60),
+                        super::suite::$case(nats),
+                    )
+                    .await
+                    .expect("the case finishes within 60 s");
                 }
             )*
         }
@@ -108,5 +192,12 @@ conformance!(
     a_dropped_job_leaves_no_work_behind,
     a_job_cleans_up_when_it_ends,
     a_worker_stopping_finishes_its_items_and_leaves_the_rest,
-    a_job_without_workers_waits_and_says_so,
 );
+
+/// Cases on the paused clock only (a minute and more of waiting).
+mod memory_only {
+    #[tokio::test(start_paused = true)]
+    async fn a_job_without_workers_waits_and_says_so() {
+        super::suite::a_job_without_workers_waits_and_says_so(super::Memory::new()).await;
+    }
+}

@@ -266,6 +266,8 @@ pub async fn an_item_that_fails_to_encode_is_an_error_the_rest_go_on<F: Fixture>
 pub async fn a_malformed_message_is_dead_lettered<F: Fixture>(fixture: F) {
     let broker = fixture.broker().await;
     let serving = worker(broker.clone(), 2, "double");
+    // The work queue exists before anyone publishes on it.
+    broker.prepare_job("double").await.unwrap();
     fixture
         .publish_raw(
             "work.double.stranger.0",
@@ -331,15 +333,17 @@ pub async fn a_crashed_delivery_is_delivered_again<F: Fixture>(fixture: F) {
     let collecting = tokio::spawn(results.map(Result::unwrap).collect::<Vec<u64>>());
     // A worker that takes an item and dies without a word.
     broker.prepare_worker("double").await.unwrap();
-    let mut taken = Vec::new();
-    while taken.is_empty() {
-        taken = broker
+    let taken = loop {
+        let mut batch = broker
             .pull_work("double", 1, Duration::from_millis(500))
             .await
             .unwrap();
-    }
-    assert_eq!(taken[0].delivered(), 1);
-    fixture.abandon(taken.pop().unwrap());
+        if let Some(delivery) = batch.next().await {
+            break delivery.unwrap();
+        }
+    };
+    assert_eq!(taken.delivered(), 1);
+    fixture.abandon(taken);
     let serving = worker(broker.clone(), 2, "double");
     assert_eq!(collecting.await.unwrap(), [0, 2, 4]);
     serving.stop().await;
@@ -352,17 +356,21 @@ pub async fn an_item_every_worker_crashes_on_is_given_up<F: Fixture>(fixture: F)
     broker.prepare_worker("double").await.unwrap();
     let mut crashes = 0;
     while crashes < fixture.max_deliver() {
-        for delivery in broker
+        let mut batch = broker
             .pull_work("double", 1, Duration::from_millis(500))
             .await
-            .unwrap()
-        {
+            .unwrap();
+        while let Some(delivery) = batch.next().await {
+            let delivery = delivery.unwrap();
             crashes += 1;
             assert_eq!(delivery.delivered(), crashes);
             fixture.abandon(delivery);
         }
     }
+    // Workers go on pulling (a broker notices the last ack wait passing as it delivers).
+    let serving = worker(broker.clone(), 2, "double");
     let error = first.await.unwrap().unwrap().unwrap_err();
+    assert_eq!(serving.stop().await.done, 0);
     assert_eq!(error.position(), 0);
     assert!(error.is_broker(), "{error:?}");
     assert_eq!(error.attempts() as u64, fixture.max_deliver());
