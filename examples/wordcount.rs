@@ -28,12 +28,13 @@
 //! the counting stage, or the merge on the consumer's side) when stdout is a terminal,
 //! otherwise a line on stderr every few seconds. It ends with the stage's summary.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "shared/words.rs"]
+mod words;
 
 use flowgate::prelude::*;
 use flowgate::stats::{Pipeline, PipelineSample};
@@ -41,11 +42,10 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
+use words::{count_block, generated, Counts};
 
 /// Bytes per block of lines: some 20,000 lines, milliseconds of counting.
 const BLOCK_BYTES: usize = 1 << 20;
-/// Distinct words in the generated corpus.
-const VOCABULARY: usize = 10_000;
 /// How many of the most frequent words to print.
 const TOP: usize = 20;
 
@@ -88,96 +88,6 @@ fn parse_args() -> Args {
     args
 }
 
-/// FNV-1a: short words hash faster with it than with the default SipHash.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for byte in bytes {
-            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = hash;
-    }
-}
-
-type Counts<K> = HashMap<K, u64, BuildHasherDefault<Fnv>>;
-
-/// A deterministic word for each frequency rank: "ka", "kabe", "mizo", ...
-fn vocabulary() -> Vec<String> {
-    const SYLLABLES: [&str; 16] = [
-        "ka", "be", "mi", "zo", "ru", "ta", "no", "shi", "ve", "lo", "pa", "du", "ge", "fi", "ya",
-        "wu",
-    ];
-    (0..VOCABULARY)
-        .map(|rank| {
-            let mut word = String::new();
-            let mut n = rank + 1;
-            while n > 0 {
-                word.push_str(SYLLABLES[n % 16]);
-                n /= 16;
-            }
-            word
-        })
-        .collect()
-}
-
-/// A small, fast, deterministic random number generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// A number in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// `lines` generated lines of 4 to 15 words, in blocks of whole lines, each produced
-/// when it is pulled. Word ranks are log-uniform, so frequencies fall off like Zipf's law.
-fn generated(lines: u64) -> BoxStream<'static, Vec<u8>> {
-    let words = vocabulary();
-    let ln_vocabulary = (VOCABULARY as f64).ln();
-    stream! {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let mut block = String::with_capacity(BLOCK_BYTES + 256);
-        for _ in 0..lines {
-            let count = 4 + rng.next() % 12;
-            for i in 0..count {
-                if i > 0 {
-                    block.push(' ');
-                }
-                let rank = (rng.unit() * ln_vocabulary).exp() as usize - 1;
-                block.push_str(&words[rank.min(VOCABULARY - 1)]);
-            }
-            block.push('\n');
-            if block.len() >= BLOCK_BYTES {
-                let full = std::mem::replace(&mut block, String::with_capacity(BLOCK_BYTES + 256));
-                yield full.into_bytes();
-            }
-        }
-        if !block.is_empty() {
-            yield block.into_bytes();
-        }
-    }
-    .boxed()
-}
-
 /// The lines of a file, read as they are pulled, joined into blocks of about
 /// `BLOCK_BYTES` (each line's memory is freed on this thread, as soon as it is copied:
 /// the workers get one buffer per block). A line that cannot be read as text is reported
@@ -212,55 +122,6 @@ fn from_file(path: &str) -> BoxStream<'static, Vec<u8>> {
         }
     }
     .boxed()
-}
-
-/// The bytes that separate words: ASCII white space as `tr`'s `[:space:]` in the C
-/// locale (space, tab, newline, vertical tab, form feed, carriage return).
-const SPACE: [bool; 256] = {
-    let mut space = [false; 256];
-    let mut i = 0;
-    while i < 6 {
-        space[[b' ', b'\t', b'\n', 0x0B, 0x0C, b'\r'][i] as usize] = true;
-        i += 1;
-    }
-    space
-};
-
-/// Counts the words of `text` into `counts`, in one pass over its bytes (the separators
-/// are ASCII, so every cut falls between characters).
-fn count_words<'a>(text: &'a str, counts: &mut Counts<&'a str>) {
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        while i < bytes.len() && SPACE[usize::from(bytes[i])] {
-            i += 1;
-        }
-        let start = i;
-        while i < bytes.len() && !SPACE[usize::from(bytes[i])] {
-            i += 1;
-        }
-        if i > start {
-            *counts.entry(&text[start..i]).or_insert(0) += 1;
-        }
-    }
-}
-
-fn owned(counts: Counts<&str>) -> Counts<String> {
-    counts
-        .into_iter()
-        .map(|(word, n)| (word.to_string(), n))
-        .collect()
-}
-
-/// Counts the lines and the words of one block of whole lines (runs on a blocking-pool
-/// thread).
-fn count_block(block: Vec<u8>) -> (usize, Counts<String>) {
-    let text = std::str::from_utf8(&block).expect("blocks are made of text lines");
-    let mut counts = Counts::default();
-    count_words(text, &mut counts);
-    let lines = block.iter().filter(|&&byte| byte == b'\n').count()
-        + usize::from(block.last().is_some_and(|&byte| byte != b'\n'));
-    (lines, owned(counts))
 }
 
 /// Peak resident memory of this process (Linux), in MiB.
@@ -323,7 +184,7 @@ async fn main() {
     let started = Instant::now();
     let blocks = match &args.path {
         Some(path) => from_file(path),
-        None => generated(args.lines),
+        None => generated(args.lines, BLOCK_BYTES),
     };
     let per_block = blocks
         .par_map_unordered(workers, count_block)

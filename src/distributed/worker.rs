@@ -138,10 +138,13 @@ impl<B: Broker> Worker<B> {
     /// `Ok` is sent back as the item's result; its `Err` (or a panic) is retried by
     /// redelivery and sent back after the last delivery (see [`Worker`]).
     ///
+    /// `f`'s future runs on the caller's runtime: for CPU-heavy work use
+    /// [`task_blocking`](Self::task_blocking).
+    ///
     /// # Panics
     /// If the worker already serves a task of that name.
     #[track_caller]
-    pub fn task<T, U, E, F, Fut>(mut self, task: Task<T, U, E>, f: F) -> Self
+    pub fn task<T, U, E, F, Fut>(self, task: Task<T, U, E>, f: F) -> Self
     where
         T: DeserializeOwned + Send + 'static,
         U: Serialize + Send + 'static,
@@ -149,7 +152,71 @@ impl<B: Broker> Worker<B> {
         F: Fn(T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<U, E>> + Send + 'static,
     {
+        self.register(task, move |item| {
+            let running = catch_unwind(AssertUnwindSafe(|| f(item)));
+            Box::pin(async move {
+                match running {
+                    Ok(future) => CatchUnwind(Box::pin(future)).await,
+                    Err(panic) => Err(panic),
+                }
+            })
+        })
+    }
+
+    /// Serves `task` with the blocking function `f`, run on tokio's blocking thread
+    /// pool (CPU-heavy work: parsing, counting, compressing): otherwise as
+    /// [`task`](Self::task). At most the worker's `limit` calls run at once.
+    ///
+    /// # Panics
+    /// If the worker already serves a task of that name.
+    ///
+    /// ```
+    /// use flowgate::distributed::{MemoryBroker, Task, Worker};
+    ///
+    /// const CHECKSUM: Task<Vec<u8>, u64> = Task::new("checksum");
+    ///
+    /// let worker = Worker::new(MemoryBroker::new(), 2).task_blocking(CHECKSUM, |bytes: Vec<u8>| {
+    ///     Ok::<_, String>(bytes.iter().map(|&b| u64::from(b)).sum())
+    /// });
+    /// # drop(worker);
+    /// ```
+    #[track_caller]
+    pub fn task_blocking<T, U, E, F>(self, task: Task<T, U, E>, f: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        U: Serialize + Send + 'static,
+        E: Serialize + fmt::Display + Send + 'static,
+        F: Fn(T) -> Result<U, E> + Send + Sync + 'static,
+    {
         let f = Arc::new(f);
+        self.register(task, move |item| {
+            let f = f.clone();
+            let running = tokio::task::spawn_blocking(move || f(item));
+            Box::pin(async move {
+                match running.await {
+                    Ok(result) => Ok(result),
+                    Err(error) if error.is_panic() => Err(error.into_panic()),
+                    // The runtime is shutting down: the item is handed back.
+                    Err(error) => Err(
+                        Box::new(format!("the blocking call was cancelled: {error}"))
+                            as Box<dyn std::any::Any + Send>,
+                    ),
+                }
+            })
+        })
+    }
+
+    #[track_caller]
+    fn register<T, U, E, R>(mut self, task: Task<T, U, E>, run: R) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        U: Serialize + Send + 'static,
+        E: Serialize + fmt::Display + Send + 'static,
+        R: Fn(T) -> BoxFuture<Result<Result<U, E>, Box<dyn std::any::Any + Send>>>
+            + Send
+            + Sync
+            + 'static,
+    {
         let handler = move |payload: &[u8], delivered: u64| -> BoxFuture<Handled> {
             let item: T = match codec::decode(payload) {
                 Ok(item) => item,
@@ -158,15 +225,10 @@ impl<B: Broker> Worker<B> {
                     return Box::pin(std::future::ready(Handled::Unrunnable(reason)));
                 }
             };
-            let f = f.clone();
+            let running = run(item);
             Box::pin(async move {
                 let deliveries = codec::clamp(delivered);
-                let running = catch_unwind(AssertUnwindSafe(|| f(item)));
-                let outcome = match running {
-                    Ok(future) => CatchUnwind(Box::pin(future)).await,
-                    Err(payload) => Err(payload),
-                };
-                match outcome {
+                match running.await {
                     Ok(Ok(value)) => match codec::encode(&Outcome::<U, E>::Done(value)) {
                         Ok(bytes) => Handled::Done(bytes),
                         Err(error) => {

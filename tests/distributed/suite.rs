@@ -77,10 +77,11 @@ pub fn worker<B: Broker>(broker: B, limit: usize, task: &str) -> Serving {
                 _ => Ok(n),
             }
         }),
-        "blob" => worker.task(
-            BLOB,
-            |blob: Vec<u8>| async move { Ok::<_, String>(blob.len()) },
-        ),
+        // On the blocking pool; panics on an empty blob.
+        "blob" => worker.task_blocking(BLOB, |blob: Vec<u8>| {
+            assert!(!blob.is_empty(), "an empty blob");
+            Ok::<_, String>(blob.len())
+        }),
         "odd" => worker.task(ODD, |odd: Odd| async move { Ok::<_, String>(odd.0) }),
         other => panic!("no task {other} in the suite"),
     };
@@ -222,6 +223,7 @@ pub async fn an_item_over_the_maximum_size_is_an_error_naming_sizes<F: Fixture>(
         yield vec![1u8; 10];
         yield vec![2u8; max + 1];
         yield vec![3u8; 20];
+        yield Vec::new();
     };
     let results: Vec<_> = items.map_remote(broker.clone(), BLOB, 4).collect().await;
     assert_eq!(results[0], Ok(10));
@@ -238,6 +240,13 @@ pub async fn an_item_over_the_maximum_size_is_an_error_naming_sizes<F: Fixture>(
         "{text}"
     );
     assert_eq!(results[2], Ok(20));
+    // A panic on the blocking pool is a value too, after the last delivery.
+    let error = results[3].as_ref().unwrap_err();
+    assert!(
+        matches!(error.cause(), Cause::Panicked { message } if message == "an empty blob"),
+        "{error:?}"
+    );
+    assert_eq!(error.attempts() as u64, fixture.max_deliver());
     serving.stop().await;
 }
 
