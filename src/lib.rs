@@ -59,6 +59,7 @@
 //! | results to a file or stdout | [`sink::lines`], [`sink::encoded`] | a `futures::Sink` |
 //! | tests of your own pipelines | `flowgate::testing` (feature `test-util`) | mock sources and services, probes, leak checks |
 //! | at most n items per period | [`rate_limit`](FlowExt::rate_limit) | items |
+//! | more than one machine: chunks to worker processes through NATS JetStream | `map_remote`, `map_remote_unordered` and `Worker` in `flowgate::distributed` (feature `nats`) | input order (or as they arrive), exactly once |
 //!
 //! An ordered operator with a rare slow item stalls once `limit` results wait behind it;
 //! `.with_window(w)` (for example [`MapConcurrent::with_window`](concurrent::MapConcurrent::with_window))

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::broker::{BoxStream, Broker, BrokerError, Exhausted, Returned, WorkAddress};
 use super::codec::{self, Outcome};
 use super::Task;
+use crate::stats::{Core, Recorder, Stats};
 use crate::Error;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -77,6 +78,10 @@ pub struct MapRemote<St, B, T, U, E> {
     checking: Option<BoxFuture<Result<bool, BrokerError>>>,
     waiting: std::sync::Arc<std::sync::atomic::AtomicU8>,
     purger: Box<dyn Fn() -> BoxFuture<()> + Send + Sync>,
+    name: Option<std::sync::Arc<str>>,
+    core: std::sync::OnceLock<std::sync::Arc<Core>>,
+    recorder: Option<Box<Recorder>>,
+    bound: bool,
 }
 
 enum Phase {
@@ -171,6 +176,10 @@ where
             })
         };
         MapRemote {
+            name: None,
+            core: std::sync::OnceLock::new(),
+            recorder: None,
+            bound: false,
             purger,
             upstream: Some(Box::pin(upstream)),
             broker,
@@ -228,6 +237,74 @@ impl<St, B, T, U, E> MapRemote<St, B, T, U, E> {
     /// ```
     pub fn waiting_for_workers(&self) -> WaitingHandle {
         WaitingHandle(self.waiting.clone())
+    }
+
+    /// Names the stage in its statistics (see [`stats`](Self::stats)).
+    pub fn named(mut self, name: impl Into<std::sync::Arc<str>>) -> Self {
+        let name = name.into();
+        if let Some(core) = self.core.get() {
+            core.set_name(std::sync::Arc::clone(&name));
+        }
+        self.name = Some(name);
+        self
+    }
+
+    /// The handle on this stage's statistics, as for the local operators
+    /// ([`flowgate::stats`](crate::stats)), seen from the coordinator: an item is
+    /// *started* when its publication is sent, *in flight* until its result (or its
+    /// failure) arrives, *finished* then; the stage is *busy* while any item is out at
+    /// the workers. A job whose task no worker serves shows its items in flight, none
+    /// finished, and busy time growing.
+    ///
+    /// Take it before the first poll.
+    ///
+    /// # Panics
+    /// After the first poll.
+    ///
+    /// ```
+    /// use flowgate::distributed::{MemoryBroker, Task, Worker};
+    /// use flowgate::prelude::*;
+    /// use futures::StreamExt;
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// const HALF: Task<u64, u64> = Task::new("half");
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let broker = MemoryBroker::new();
+    /// let stop = CancellationToken::new();
+    /// tokio::spawn(Worker::new(broker.clone(), 2).task(HALF, |n: u64| async move { Ok::<_, String>(n / 2) }).serve(stop.clone()));
+    ///
+    /// let halves = stream! { for n in 0..10u64 { yield n } }.map_remote(broker, HALF, 4).named("halve");
+    /// let stats = halves.stats();
+    /// assert_eq!(halves.count().await, 10);
+    /// let snapshot = stats.snapshot();
+    /// assert_eq!((snapshot.started_count, snapshot.finished_count, snapshot.yielded_count), (10, 10, 10));
+    /// assert!(snapshot.ended);
+    /// stop.cancel();
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn stats(&self) -> Stats {
+        assert!(
+            !self.bound,
+            "flowgate: `stats` on `map_remote` after its first poll: take the handle before the stream runs"
+        );
+        let core = self.core.get_or_init(|| {
+            let core = Core::new();
+            if let Some(name) = &self.name {
+                core.set_name(std::sync::Arc::clone(name));
+            }
+            std::sync::Arc::new(core)
+        });
+        Stats::from_core(std::sync::Arc::clone(core))
+    }
+
+    /// An item out at the workers got its outcome.
+    fn out_ended(&self) {
+        if let Some(core) = self.core.get() {
+            core.job_finished();
+        }
     }
 }
 
@@ -321,6 +398,9 @@ where
             return;
         }
         self.awaiting.insert(position);
+        if let Some(recorder) = &mut self.recorder {
+            recorder.job_started();
+        }
         let broker = self.broker.clone();
         self.publishing.push(Box::pin(async move {
             let published = retrying(|| broker.publish_work(&address, payload.clone())).await;
@@ -333,6 +413,7 @@ where
         if !self.awaiting.remove(&position) {
             return; // A duplicate, or a result for an item that failed here already.
         }
+        self.out_ended();
         self.last_result = Some(Instant::now());
         let outcome = match codec::decode::<Outcome<U, E>>(&returned.payload) {
             Ok(Outcome::Done(value)) => Ok(value),
@@ -361,6 +442,7 @@ where
             return; // Another job's item.
         };
         if self.awaiting.remove(&position) {
+            self.out_ended();
             let message = format!(
                 "the broker gave it up after {} deliveries without a result (every worker that took it crashed or ran past the ack wait)",
                 exhausted.deliveries
@@ -383,6 +465,7 @@ where
                 }
                 Err(error) => {
                     if self.awaiting.remove(&position) {
+                        self.out_ended();
                         let message = format!("publishing it failed: {error}");
                         self.settle(position, Err(Error::broker(position, 0, message)));
                     }
@@ -478,6 +561,7 @@ where
     fn fail_awaiting(&mut self, message: &str) {
         let positions: Vec<u64> = self.awaiting.drain().collect();
         for position in positions {
+            self.out_ended();
             self.settle(
                 position,
                 Err(Error::broker(position, 0, message.to_owned())),
@@ -498,6 +582,49 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if !this.bound {
+            this.bound = true;
+            if let Some(core) = this.core.get() {
+                let operator = if this.ordered {
+                    "map_remote"
+                } else {
+                    "map_remote_unordered"
+                };
+                core.bind(operator, this.limit, this.limit);
+                this.recorder = Some(Box::new(Recorder::new(std::sync::Arc::clone(core))));
+            }
+        }
+        if let Some(recorder) = &mut this.recorder {
+            recorder.polled();
+        }
+        let polled = this.poll_inner(cx);
+        let held = usize::try_from(this.outstanding()).unwrap_or(usize::MAX);
+        if let Some(recorder) = &mut this.recorder {
+            let (yielded, ended) = match &polled {
+                Poll::Ready(Some(outcome)) => (Some(outcome.is_err()), false),
+                Poll::Ready(None) => (None, true),
+                Poll::Pending => (None, false),
+            };
+            recorder.poll_ends(this.next_position, held, yielded, ended);
+        }
+        polled
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.hint()
+    }
+}
+
+impl<St, B, T, U, E> MapRemote<St, B, T, U, E>
+where
+    St: Stream<Item = T> + Send + 'static,
+    B: Broker,
+    T: Serialize,
+    U: DeserializeOwned,
+    E: DeserializeOwned,
+{
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<U, Error<E>>>> {
+        let this = self;
         loop {
             match &mut this.phase {
                 Phase::Starting(opening) => match opening.as_mut().poll(cx) {
@@ -539,13 +666,21 @@ where
                 match upstream.as_mut().poll_next(cx) {
                     Poll::Ready(Some(item)) => {
                         moved = true;
+                        if let Some(recorder) = &mut this.recorder {
+                            recorder.upstream(false);
+                        }
                         this.send(item);
                     }
                     Poll::Ready(None) => {
                         moved = true;
                         this.upstream = None;
                     }
-                    Poll::Pending => break,
+                    Poll::Pending => {
+                        if let Some(recorder) = &mut this.recorder {
+                            recorder.upstream(true);
+                        }
+                        break;
+                    }
                 }
             }
             moved |= this.poll_broker(cx);
@@ -555,7 +690,7 @@ where
         }
     }
 
-    fn size_hint(&self) -> (usize, Option<usize>) {
+    fn hint(&self) -> (usize, Option<usize>) {
         let held = (self.outstanding()) as usize;
         match &self.upstream {
             Some(upstream) => {
@@ -576,6 +711,17 @@ impl<St, B, T, U, E> Unpin for MapRemote<St, B, T, U, E> {}
 
 impl<St, B, T, U, E> Drop for MapRemote<St, B, T, U, E> {
     fn drop(&mut self) {
+        if let Some(core) = self.core.get() {
+            if self.bound {
+                // Items still out are cancelled as far as this stage is concerned.
+                let out = self.awaiting.len() as u64;
+                core.jobs_cancelled(out);
+            } else {
+                core.end_unstarted();
+            }
+        }
+        // The recorder's drop stops the clocks and ends the stage.
+        self.recorder = None;
         if matches!(self.phase, Phase::Ended | Phase::Ending(_)) {
             return;
         }

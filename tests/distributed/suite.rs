@@ -99,12 +99,26 @@ pub async fn results_come_back_in_order_exactly_once<F: Fixture>(fixture: F) {
         worker(broker.clone(), 4, "double"),
         worker(broker.clone(), 3, "double"),
     ];
-    let doubled: Vec<u64> = numbers(200)
+    let results = numbers(200)
         .map_remote(broker.clone(), DOUBLE, 16)
-        .map(Result::unwrap)
-        .collect()
-        .await;
+        .named("double");
+    let stats = results.stats();
+    let doubled: Vec<u64> = results.map(Result::unwrap).collect().await;
     assert_eq!(doubled, (0..200).map(|i| i * 2).collect::<Vec<_>>());
+    let snapshot = stats.snapshot();
+    assert!(snapshot.ended);
+    assert_eq!(snapshot.pulled_count, 200);
+    assert_eq!(snapshot.started_count, 200);
+    assert_eq!(snapshot.finished_count, 200);
+    assert_eq!(snapshot.yielded_count, 200);
+    assert_eq!(
+        (
+            snapshot.in_flight_count,
+            snapshot.held_count,
+            snapshot.failed_count
+        ),
+        (0, 0, 0)
+    );
     let mut done = 0;
     for serving in workers {
         done += serving.stop().await.done;
@@ -162,10 +176,10 @@ pub async fn at_most_limit_items_are_out<F: Fixture>(fixture: F) {
 pub async fn a_failing_item_is_an_error_in_its_position<F: Fixture>(fixture: F) {
     let broker = fixture.broker().await;
     let serving = worker(broker.clone(), 4, "picky");
-    let results: Vec<_> = numbers(20)
-        .map_remote(broker.clone(), PICKY, 6)
-        .collect()
-        .await;
+    let results = numbers(20).map_remote(broker.clone(), PICKY, 6);
+    let stats = results.stats();
+    let results: Vec<_> = results.collect().await;
+    assert_eq!(stats.snapshot().failed_count, 2);
     assert_eq!(results.len(), 20);
     for (i, result) in results.iter().enumerate() {
         let i = i as u64;
@@ -457,6 +471,7 @@ pub async fn a_job_without_workers_waits_and_says_so<F: Fixture>(fixture: F) {
     const NOBODY: Task<u64, u64> = Task::new("nobody");
     let mut results = numbers(3).map_remote(broker.clone(), NOBODY, 2);
     let waiting = results.waiting_for_workers();
+    let stats = results.stats();
     assert_eq!(waiting.get(), Waiting::No);
     assert!(
         tokio::time::timeout(Duration::from_secs(90), results.next())
@@ -464,4 +479,19 @@ pub async fn a_job_without_workers_waits_and_says_so<F: Fixture>(fixture: F) {
             .is_err()
     );
     assert_eq!(waiting.get(), Waiting::NoWorker);
+    // The statistics say it too: items out, none back, busy all along.
+    let snapshot = stats.snapshot();
+    assert_eq!(
+        (
+            snapshot.started_count,
+            snapshot.in_flight_count,
+            snapshot.finished_count
+        ),
+        (2, 2, 0)
+    );
+    assert_eq!(snapshot.total_busy_duration, Duration::from_secs(90));
+    drop(results);
+    let snapshot = stats.snapshot();
+    assert!(snapshot.ended);
+    assert_eq!(snapshot.in_flight_count, 0);
 }
