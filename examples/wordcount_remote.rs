@@ -111,7 +111,9 @@ async fn serve(args: Args) {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     // A block not acknowledged within 5 s (a dead worker's) goes to another worker; a
     // live worker reports progress every third of it.
-    let broker = connect(&args.url).await.ack_wait(Duration::from_secs(5));
+    let broker = connect(&args.url)
+        .await
+        .with_ack_wait(Duration::from_secs(5));
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {

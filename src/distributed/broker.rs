@@ -155,7 +155,7 @@ pub trait Broker: Clone + Send + Sync + 'static {
     /// consumer the workers of `task` share.
     fn prepare_worker(&self, task: &str) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
-    /// Whether a worker has ever set up `task` (its consumer exists).
+    /// Whether a worker has set up `task` (its consumer exists now).
     fn has_worker(&self, task: &str) -> impl Future<Output = Result<bool, BrokerError>> + Send;
 
     /// Publishes a work item and waits until the broker stored it; returns its sequence

@@ -18,9 +18,11 @@ use crate::sync::lock;
 ///
 /// - A work item goes to one worker at a time. One not acknowledged within the ack
 ///   wait (default 30 s; [`in_progress`](Delivery::in_progress) restarts it) or refused
-///   with [`nak`](Delivery::nak) is delivered again; after `max_deliver` deliveries
-///   (default 5) it is given up and reported on [`Broker::exhausted`].
-/// - At most `max_ack_pending` items (default 1,000) are out at workers at once.
+///   with [`nak`](Delivery::nak) is delivered again; when its `max_deliver`-th delivery
+///   (default 5) runs out or is refused, it is given up and reported on
+///   [`Broker::exhausted`].
+/// - At most `max_ack_pending` items of a task (default 1,000) are out at its workers at
+///   once.
 /// - Work and results published twice under the same address are stored once.
 /// - [`dead_letters`](MemoryBroker::dead_letters), [`queued`](MemoryBroker::queued) and
 ///   [`stored_results`](MemoryBroker::stored_results) let a test see inside.
@@ -156,10 +158,10 @@ impl MemoryBroker {
     /// # Panics
     /// If `ack_wait` is zero.
     #[track_caller]
-    pub fn ack_wait(self, ack_wait: Duration) -> Self {
+    pub fn with_ack_wait(self, ack_wait: Duration) -> Self {
         assert!(
             !ack_wait.is_zero(),
-            "flowgate: `MemoryBroker::ack_wait` needs `ack_wait` > 0"
+            "flowgate: `MemoryBroker::with_ack_wait` needs `ack_wait` > 0"
         );
         self.reconfigured(|config| config.ack_wait = ack_wait)
     }
@@ -170,10 +172,10 @@ impl MemoryBroker {
     /// # Panics
     /// If `max_deliver` is zero.
     #[track_caller]
-    pub fn max_deliver(self, max_deliver: u64) -> Self {
+    pub fn with_max_deliver(self, max_deliver: u64) -> Self {
         assert!(
             max_deliver > 0,
-            "flowgate: `MemoryBroker::max_deliver` needs `max_deliver` > 0"
+            "flowgate: `MemoryBroker::with_max_deliver` needs `max_deliver` > 0"
         );
         self.reconfigured(|config| config.max_deliver = max_deliver)
     }
@@ -184,10 +186,10 @@ impl MemoryBroker {
     /// # Panics
     /// If `max_ack_pending` is zero.
     #[track_caller]
-    pub fn max_ack_pending(self, max_ack_pending: usize) -> Self {
+    pub fn with_max_ack_pending(self, max_ack_pending: usize) -> Self {
         assert!(
             max_ack_pending > 0,
-            "flowgate: `MemoryBroker::max_ack_pending` needs `max_ack_pending` > 0"
+            "flowgate: `MemoryBroker::with_max_ack_pending` needs `max_ack_pending` > 0"
         );
         self.reconfigured(|config| config.max_ack_pending = max_ack_pending)
     }
@@ -198,10 +200,10 @@ impl MemoryBroker {
     /// # Panics
     /// If `max_payload` is zero.
     #[track_caller]
-    pub fn max_payload(self, max_payload: usize) -> Self {
+    pub fn with_max_payload(self, max_payload: usize) -> Self {
         assert!(
             max_payload > 0,
-            "flowgate: `MemoryBroker::max_payload` needs `max_payload` > 0"
+            "flowgate: `MemoryBroker::with_max_payload` needs `max_payload` > 0"
         );
         self.reconfigured(|config| config.max_payload = max_payload)
     }
@@ -292,10 +294,11 @@ impl MemoryBroker {
         let mut state = lock(&self.shared.state);
         let now = Instant::now();
         let next = self.sweep(&mut state, now);
+        // The cap is per consumer, that is per task.
         let out = state
             .work
             .values()
-            .filter(|work| matches!(work.state, WorkState::Out { .. }))
+            .filter(|work| work.address.task == task && matches!(work.state, WorkState::Out { .. }))
             .count();
         let room = config.max_ack_pending.saturating_sub(out).min(max);
         let ready: Vec<u64> = state
@@ -345,6 +348,16 @@ impl MemoryBroker {
             // with JetStream, where a late ack of a redelivered message is accepted).
             Settle::Ack | Settle::Term => {
                 state.work.remove(&sequence);
+            }
+            // As with JetStream, a refused last delivery is given up, not delivered again.
+            Settle::Nak(_) if current && work.delivered >= self.shared.config.max_deliver => {
+                work.state = WorkState::GivenUp;
+                let exhausted = Exhausted {
+                    sequence,
+                    deliveries: work.delivered,
+                };
+                let task = work.address.task.clone();
+                state.exhausted.push((task, exhausted));
             }
             Settle::Nak(delay) if current => work.state = WorkState::Ready { at: now + delay },
             Settle::Progress if current => {

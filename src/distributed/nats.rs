@@ -28,7 +28,7 @@ pub const DEAD_STREAM: &str = "FLOWGATE_DEAD";
 ///   an awaited acknowledgement. The workers of a task share one durable pull consumer,
 ///   `flowgate-<task>` (filter `work.<task>.>`, explicit acks, the ack wait, maximum
 ///   deliveries and maximum acks pending set here; deleted by the server after
-///   [`inactive_threshold`](NatsBroker::inactive_threshold) without workers).
+///   [`inactive_threshold`](NatsBroker::with_inactive_threshold) without workers).
 /// - Results go to `FLOWGATE_RESULTS` (subjects `results.>`, file storage), with a
 ///   message id; the coordinator reads its job's results with an ordered consumer and
 ///   purges them at the end.
@@ -40,9 +40,13 @@ pub const DEAD_STREAM: &str = "FLOWGATE_DEAD";
 ///   (`$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.FLOWGATE_WORK.flowgate-<task>`).
 /// - The maximum message size is the server's `max_payload`, read from the connection.
 ///
-/// The streams keep items and results for a day ([`max_age`](NatsBroker::max_age)), so
+/// A job's results stay stored until the job ends (then they are purged): a job of a
+/// million chunks keeps a million results on the server's disk until its end.
+///
+/// The streams keep items and results for a day ([`max_age`](NatsBroker::with_max_age)), so
 /// what a crashed coordinator leaves behind expires. The consumer's settings are those
-/// of the first worker that created it; to change them, delete the consumer.
+/// of the first worker that created it; to change them, delete the consumer (running
+/// workers set it up again, with their own settings, at their next pull).
 ///
 /// ```no_run
 /// use flowgate::distributed::NatsBroker;
@@ -51,8 +55,8 @@ pub const DEAD_STREAM: &str = "FLOWGATE_DEAD";
 /// # async fn run() -> Result<(), flowgate::distributed::BrokerError> {
 /// let broker = NatsBroker::connect("nats://127.0.0.1:4222")
 ///     .await?
-///     .ack_wait(Duration::from_secs(10))
-///     .max_deliver(3);
+///     .with_ack_wait(Duration::from_secs(10))
+///     .with_max_deliver(3);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -138,10 +142,10 @@ impl NatsBroker {
     /// # Panics
     /// If `ack_wait` is under a millisecond.
     #[track_caller]
-    pub fn ack_wait(mut self, ack_wait: Duration) -> Self {
+    pub fn with_ack_wait(mut self, ack_wait: Duration) -> Self {
         assert!(
             ack_wait >= Duration::from_millis(1),
-            "flowgate: `NatsBroker::ack_wait` needs `ack_wait` >= 1 ms, got {ack_wait:?}"
+            "flowgate: `NatsBroker::with_ack_wait` needs `ack_wait` >= 1 ms, got {ack_wait:?}"
         );
         self.config.ack_wait = ack_wait;
         self
@@ -153,10 +157,10 @@ impl NatsBroker {
     /// # Panics
     /// If `max_deliver` is zero.
     #[track_caller]
-    pub fn max_deliver(mut self, max_deliver: u64) -> Self {
+    pub fn with_max_deliver(mut self, max_deliver: u64) -> Self {
         assert!(
             max_deliver > 0,
-            "flowgate: `NatsBroker::max_deliver` needs `max_deliver` > 0"
+            "flowgate: `NatsBroker::with_max_deliver` needs `max_deliver` > 0"
         );
         self.config.max_deliver = max_deliver;
         self
@@ -168,24 +172,24 @@ impl NatsBroker {
     /// # Panics
     /// If `max_ack_pending` is zero.
     #[track_caller]
-    pub fn max_ack_pending(mut self, max_ack_pending: usize) -> Self {
+    pub fn with_max_ack_pending(mut self, max_ack_pending: usize) -> Self {
         assert!(
             max_ack_pending > 0,
-            "flowgate: `NatsBroker::max_ack_pending` needs `max_ack_pending` > 0"
+            "flowgate: `NatsBroker::with_max_ack_pending` needs `max_ack_pending` > 0"
         );
         self.config.max_ack_pending = max_ack_pending;
         self
     }
 
     /// How long a task's consumer lives without any worker pulling (default 1 hour).
-    pub fn inactive_threshold(mut self, threshold: Duration) -> Self {
+    pub fn with_inactive_threshold(mut self, threshold: Duration) -> Self {
         self.config.inactive_threshold = threshold;
         self
     }
 
     /// How long the streams this broker creates keep an item, a result or a dead letter
     /// (default 1 day).
-    pub fn max_age(mut self, max_age: Duration) -> Self {
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
         self.config.max_age = max_age;
         self
     }
@@ -328,12 +332,14 @@ impl NatsBroker {
     async fn publish(
         &self,
         subject: String,
-        id: String,
+        id: Option<String>,
         headers: Option<HeaderMap>,
         payload: Vec<u8>,
     ) -> Result<u64, BrokerError> {
         let mut headers = headers.unwrap_or_default();
-        headers.insert("Nats-Msg-Id", id.as_str());
+        if let Some(id) = id {
+            headers.insert("Nats-Msg-Id", id.as_str());
+        }
         let ack = self
             .jetstream
             .publish_with_headers(subject.clone(), headers, payload.into())
@@ -397,7 +403,7 @@ impl Broker for NatsBroker {
         address: &WorkAddress,
         payload: Vec<u8>,
     ) -> Result<u64, BrokerError> {
-        self.publish(address.subject(), address.message_id(), None, payload)
+        self.publish(address.subject(), Some(address.message_id()), None, payload)
             .await
     }
 
@@ -445,8 +451,15 @@ impl Broker for NatsBroker {
         } else {
             info.ack_wait
         };
+        let consumers = Arc::clone(&self.consumers);
+        let task = task.to_owned();
         Ok(Box::pin(batch.map(move |message| {
-            let message = message.map_err(|error| failed("pulling work failed", error))?;
+            let message = message.map_err(|error| {
+                // Most likely the consumer is gone (deleted by an operator, or after
+                // its inactive threshold): set it up again at the next pull.
+                lock(&consumers).remove(&task);
+                failed(format_args!("pulling work of task {task} failed"), error)
+            })?;
             let delivered = message
                 .info()
                 .map(|info| u64::try_from(info.delivered).unwrap_or(0))
@@ -466,7 +479,7 @@ impl Broker for NatsBroker {
         payload: Vec<u8>,
     ) -> Result<(), BrokerError> {
         let subject = format!("results.{}.{}", address.job, address.position);
-        self.publish(subject, address.message_id(), None, payload)
+        self.publish(subject, Some(address.message_id()), None, payload)
             .await
             .map(drop)
     }
@@ -543,8 +556,9 @@ impl Broker for NatsBroker {
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
         headers.insert("Flowgate-Reason", reason.as_str());
-        let id = format!("{}/{}", letter.subject, letter.deliveries);
-        self.publish(format!("dead.{task}"), id, Some(headers), letter.payload)
+        // No message id: two letters may look alike (the same stranger's message twice),
+        // and a letter stored twice is better than one dropped.
+        self.publish(format!("dead.{task}"), None, Some(headers), letter.payload)
             .await
             .map(drop)
     }

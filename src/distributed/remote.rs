@@ -48,8 +48,10 @@ const PATIENCE: Duration = Duration::from_secs(60);
 ///   result it says so once through [`waiting_for_workers`](Self::waiting_for_workers)
 ///   (and a `tracing` warning with the feature `tracing`).
 /// - **Drop** before the end purges the job's work not yet taken and its results (on a
-///   spawned task, when a tokio runtime is at hand); at the end the job's results are
-///   purged before the stream ends.
+///   spawned task, when a tokio runtime is at hand); results of items that were
+///   running then arrive later and stay until the broker's age limit (a day on
+///   [`NatsBroker`](super::NatsBroker)). At the end the job's results are purged before
+///   the stream ends.
 #[must_use = "streams do nothing unless polled"]
 pub struct MapRemote<St, B, T, U, E> {
     upstream: Option<Pin<Box<St>>>,
@@ -67,7 +69,10 @@ pub struct MapRemote<St, B, T, U, E> {
     done: HashMap<u64, Result<U, Error<E>>>,
     // Unordered: outcomes in arrival order.
     ready: VecDeque<Result<U, Error<E>>>,
+    // Broker sequence -> position and back, for the items out (given-up reports name
+    // sequences).
     sequences: HashMap<u64, u64>,
+    positions: HashMap<u64, u64>,
     publishing: FuturesUnordered<BoxFuture<(u64, Result<u64, BrokerError>)>>,
     results: Option<Results>,
     reopening: Option<BoxFuture<Result<Results, BrokerError>>>,
@@ -98,13 +103,15 @@ type Opened = (Results, BoxStream<Exhausted>);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Waiting {
-    /// Results arrive, or the job has had nothing out for a minute.
+    /// Results arrive (the state goes back to `No` at the next result), or nothing is
+    /// out.
     No,
     /// Items have been out for a minute without any result, and a worker has set up
     /// the task: the workers are busy or slow.
     Slow,
-    /// Items have been out for a minute without any result, and no worker has ever set
-    /// up the task: start one.
+    /// Items have been out for a minute without any result, and no worker has set up
+    /// the task (on NATS: the task's consumer does not exist, never made or deleted
+    /// after its inactive threshold): start one.
     NoWorker,
 }
 
@@ -195,6 +202,7 @@ where
             done: HashMap::new(),
             ready: VecDeque::new(),
             sequences: HashMap::new(),
+            positions: HashMap::new(),
             publishing: FuturesUnordered::new(),
             results: None,
             reopening: None,
@@ -300,8 +308,11 @@ impl<St, B, T, U, E> MapRemote<St, B, T, U, E> {
         Stats::from_core(std::sync::Arc::clone(core))
     }
 
-    /// An item out at the workers got its outcome.
-    fn out_ended(&self) {
+    /// The item at `position`, out at the workers, got its outcome.
+    fn out_ended(&mut self, position: u64) {
+        if let Some(sequence) = self.positions.remove(&position) {
+            self.sequences.remove(&sequence);
+        }
         if let Some(core) = self.core.get() {
             core.job_finished();
         }
@@ -413,8 +424,9 @@ where
         if !self.awaiting.remove(&position) {
             return; // A duplicate, or a result for an item that failed here already.
         }
-        self.out_ended();
+        self.out_ended(position);
         self.last_result = Some(Instant::now());
+        self.waiting.store(0, std::sync::atomic::Ordering::Relaxed);
         let outcome = match codec::decode::<Outcome<U, E>>(&returned.payload) {
             Ok(Outcome::Done(value)) => Ok(value),
             Ok(Outcome::Failed { deliveries, error }) => {
@@ -442,7 +454,7 @@ where
             return; // Another job's item.
         };
         if self.awaiting.remove(&position) {
-            self.out_ended();
+            self.out_ended(position);
             let message = format!(
                 "the broker gave it up after {} deliveries without a result (every worker that took it crashed or ran past the ack wait)",
                 exhausted.deliveries
@@ -460,12 +472,15 @@ where
         {
             moved = true;
             match published {
-                Ok(sequence) => {
+                // An item whose result came first needs no mapping.
+                Ok(sequence) if self.awaiting.contains(&position) => {
                     self.sequences.insert(sequence, position);
+                    self.positions.insert(position, sequence);
                 }
+                Ok(_) => {}
                 Err(error) => {
                     if self.awaiting.remove(&position) {
-                        self.out_ended();
+                        self.out_ended(position);
                         let message = format!("publishing it failed: {error}");
                         self.settle(position, Err(Error::broker(position, 0, message)));
                     }
@@ -478,7 +493,11 @@ where
                 moved = true;
                 match opened {
                     Ok(results) => self.results = Some(results),
-                    Err(error) => self.fail_awaiting(&format!("reading results failed: {error}")),
+                    Err(error) => {
+                        // The items out fail; later ones get another reader.
+                        self.fail_awaiting(&format!("reading results failed: {error}"));
+                        self.reopen(Duration::from_secs(1));
+                    }
                 }
             }
         }
@@ -491,13 +510,7 @@ where
                 Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
                     // Read again from the first result; duplicates are dropped.
                     moved = true;
-                    self.results = None;
-                    let broker = self.broker.clone();
-                    let job = self.job.clone();
-                    self.reopening = Some(Box::pin(async move {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        retrying(|| broker.results(&job)).await
-                    }));
+                    self.reopen(Duration::from_millis(100));
                 }
                 Poll::Pending => break,
             }
@@ -525,27 +538,28 @@ where
             self.waiting.store(0, Relaxed);
             return false;
         }
+        if let Some(checking) = &mut self.checking {
+            let Poll::Ready(served) = checking.as_mut().poll(cx) else {
+                return false;
+            };
+            self.checking = None;
+            let state = if matches!(served, Ok(false)) { 2 } else { 1 };
+            if self.waiting.swap(state, Relaxed) != state {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(
+                    task = self.task.name(),
+                    job = %self.job,
+                    out = self.awaiting.len(),
+                    no_worker = state == 2,
+                    "flowgate: no result from any worker for a minute"
+                );
+            }
+        }
+        // The next check falls a minute after the last result or check.
         let due = *self.last_result.get_or_insert_with(Instant::now) + WATCH;
         match &mut self.watchdog {
             Some(sleep) if sleep.deadline() == due => {}
             _ => self.watchdog = Some(Box::pin(tokio::time::sleep_until(due))),
-        }
-        if let Some(checking) = &mut self.checking {
-            if let Poll::Ready(served) = checking.as_mut().poll(cx) {
-                self.checking = None;
-                let state = if matches!(served, Ok(false)) { 2 } else { 1 };
-                if self.waiting.swap(state, Relaxed) != state {
-                    #[cfg(feature = "tracing")]
-                    tracing::warn!(
-                        task = self.task.name(),
-                        job = %self.job,
-                        out = self.awaiting.len(),
-                        no_worker = state == 2,
-                        "flowgate: no result from any worker for a minute"
-                    );
-                }
-            }
-            return false;
         }
         let sleep = self.watchdog.as_mut().expect("set above");
         if sleep.as_mut().poll(cx).is_ready() {
@@ -558,10 +572,21 @@ where
         false
     }
 
+    /// Opens the job's results again after `delay`, retrying for a minute.
+    fn reopen(&mut self, delay: Duration) {
+        self.results = None;
+        let broker = self.broker.clone();
+        let job = self.job.clone();
+        self.reopening = Some(Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            retrying(|| broker.results(&job)).await
+        }));
+    }
+
     fn fail_awaiting(&mut self, message: &str) {
         let positions: Vec<u64> = self.awaiting.drain().collect();
         for position in positions {
-            self.out_ended();
+            self.out_ended(position);
             self.settle(
                 position,
                 Err(Error::broker(position, 0, message.to_owned())),

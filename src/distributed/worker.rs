@@ -44,7 +44,10 @@ type Handler = dyn Fn(&[u8], u64) -> BoxFuture<Handled> + Send + Sync;
 /// - **Pulling:** a worker takes only as many items as it has free slots, so items
 ///   wait in the broker (where other workers can take them), not in a worker. While
 ///   an item runs, the worker tells the broker it is in progress every third of the
-///   ack wait, so long items are not redelivered.
+///   ack wait, so long items are not redelivered. A task with no work waits for it
+///   with one free slot reserved (for up to a second at a time), and asks for every
+///   free slot once work comes: with `n` tasks idle, a busy one runs on `limit - n`
+///   slots, so give a worker serving several tasks more slots than tasks.
 /// - **Failures:** a task's `Err` or panic (panics are caught, the worker goes on) is
 ///   refused with a delay (doubling from [`retry_delay`](Self::retry_delay)) and
 ///   delivered again, up to the consumer's maximum deliveries; at the last one the
@@ -58,10 +61,12 @@ type Handler = dyn Fn(&[u8], u64) -> BoxFuture<Handled> + Send + Sync;
 /// - **Shutdown:** when the token passed to [`serve`](Self::serve) fires, the worker
 ///   takes no more work, gives the items running [`grace`](Self::grace) to finish
 ///   (default 30 s), refuses the rest (so other workers take them at once) and
-///   returns.
+///   returns. An item the broker hands it while it stops (into a pull request made
+///   before) is refused at once too; like any delivery, that delivery counts towards
+///   the maximum.
 ///
 /// Runs on the core engine (`map_concurrent_unordered` with `with_shutdown`), on the
-/// caller's tokio runtime; a CPU-heavy task should use `tokio::task::spawn_blocking`
+/// caller's tokio runtime; a CPU-heavy task should use [`task_blocking`](Self::task_blocking) or `tokio::task::spawn_blocking`
 /// inside its future.
 ///
 /// ```
@@ -325,19 +330,25 @@ impl<B: Broker> Worker<B> {
                 }
             }
         }
-        let slots = Arc::new(Semaphore::new(limit));
-        let pulls = names.iter().map(|name| {
-            pull(
-                broker.clone(),
-                name,
-                slots.clone(),
-                limit,
-                pull_wait,
-                errors.clone(),
-                shutdown.clone(),
-            )
-        });
-        let deliveries = futures_util::stream::select_all(pulls);
+        // Slots bound what is in the channel and running together: it never fills.
+        let (to, mut from) = tokio::sync::mpsc::channel(limit);
+        let puller = Puller {
+            broker: broker.clone(),
+            slots: Arc::new(Semaphore::new(limit)),
+            limit,
+            wait: pull_wait,
+            errors: errors.clone(),
+            shutdown: shutdown.clone(),
+            to,
+        };
+        let mut pulls = AbortOnDrop(
+            names
+                .iter()
+                .map(|name| tokio::spawn(pull(puller.clone(), name)))
+                .collect(),
+        );
+        drop(puller);
+        let deliveries = futures_util::stream::poll_fn(move |cx| from.poll_recv(cx));
         let handlers = Arc::new(handlers);
         let context = Arc::new(JobContext {
             broker,
@@ -369,65 +380,119 @@ impl<B: Broker> Worker<B> {
         if let Some(report) = report.get() {
             summary.returned += report.cancelled().len() as u64;
         }
+        drop(jobs);
+        // The pulls end with their last request (within the pull wait).
+        for pulling in std::mem::take(&mut pulls.0) {
+            if let Err(error) = pulling.await {
+                if error.is_panic() {
+                    std::panic::resume_unwind(error.into_panic());
+                }
+            }
+        }
         summary.broker_errors = errors.load(std::sync::atomic::Ordering::Relaxed);
         Ok(summary)
     }
 }
 
-/// The deliveries of one task, each with a free slot: pulls only as many as slots are
-/// free, waiting up to `wait` for the first.
-fn pull<B: Broker>(
+/// What the pulls of a worker's tasks share.
+struct Puller<B: Broker> {
     broker: B,
-    task: &'static str,
     slots: Arc<Semaphore>,
     limit: usize,
     wait: Duration,
     errors: Arc<std::sync::atomic::AtomicU64>,
     shutdown: CancellationToken,
-) -> Pin<Box<dyn futures_core::Stream<Item = (B::Delivery, OwnedSemaphorePermit)> + Send>> {
-    Box::pin(async_stream::stream! {
-        let mut delay = Duration::from_millis(50);
-        while !shutdown.is_cancelled() {
-            let Ok(first) = slots.clone().acquire_owned().await else { break };
-            let mut permits = vec![first];
-            while permits.len() < limit {
-                match slots.clone().try_acquire_owned() {
-                    Ok(permit) => permits.push(permit),
-                    Err(_) => break,
-                }
+    to: tokio::sync::mpsc::Sender<(B::Delivery, OwnedSemaphorePermit)>,
+}
+
+impl<B: Broker> Clone for Puller<B> {
+    fn clone(&self) -> Self {
+        Puller {
+            broker: self.broker.clone(),
+            slots: self.slots.clone(),
+            limit: self.limit,
+            wait: self.wait,
+            errors: self.errors.clone(),
+            shutdown: self.shutdown.clone(),
+            to: self.to.clone(),
+        }
+    }
+}
+
+/// Pulls the deliveries of one task into `to`, each with a free slot, until `shutdown`
+/// fires: asks for one item while the task is idle (so an idle task holds one slot
+/// while it waits) and for every free slot once work comes. A pull request is read to
+/// its end, even past the shutdown: what comes after it is handed back at once (a
+/// dropped delivery is refused without delay), not left to run out its ack wait.
+async fn pull<B: Broker>(puller: Puller<B>, task: &'static str) {
+    let Puller {
+        broker,
+        slots,
+        limit,
+        wait,
+        errors,
+        shutdown,
+        to,
+    } = puller;
+    let error = || errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut delay = Duration::from_millis(50);
+    let mut idle = true;
+    while !shutdown.is_cancelled() {
+        let first = tokio::select! {
+            first = slots.clone().acquire_owned() => first,
+            _ = shutdown.cancelled() => break,
+        };
+        let Ok(first) = first else { break };
+        let mut permits = vec![first];
+        while !idle && permits.len() < limit {
+            match slots.clone().try_acquire_owned() {
+                Ok(permit) => permits.push(permit),
+                Err(_) => break,
             }
-            let pulled = tokio::select! {
-                pulled = broker.pull_work(task, permits.len(), wait) => pulled,
-                _ = shutdown.cancelled() => break,
-            };
-            match pulled {
-                Ok(mut batch) => {
-                    delay = Duration::from_millis(50);
-                    // Read the request to its end: a delivery left unread would run out
-                    // its ack wait. A slot is free for each.
-                    while let Some(delivery) = batch.next().await {
-                        match delivery {
-                            Ok(delivery) => {
-                                let permit = permits
-                                    .pop()
-                                    .expect("a broker hands out at most `max` deliveries");
-                                yield (delivery, permit);
+        }
+        let failed = match broker.pull_work(task, permits.len(), wait).await {
+            Ok(mut batch) => {
+                let mut failed = false;
+                let mut came = 0;
+                while let Some(delivery) = batch.next().await {
+                    match delivery {
+                        Ok(delivery) => {
+                            came += 1;
+                            let permit = permits
+                                .pop()
+                                .expect("a broker hands out at most `max` deliveries");
+                            if shutdown.is_cancelled() {
+                                continue; // Dropped: handed back at once.
                             }
-                            Err(_) => {
-                                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            }
+                            // The receiver is gone only when the worker stops.
+                            let _ = to.send((delivery, permit)).await;
+                        }
+                        Err(_) => {
+                            error();
+                            failed = true;
                         }
                     }
                 }
-                Err(_) => {
-                    errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    drop(permits);
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
+                idle = came == 0;
+                failed
             }
+            Err(_) => {
+                error();
+                true
+            }
+        };
+        drop(permits);
+        if failed {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => break,
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+            idle = true;
+        } else {
+            delay = Duration::from_millis(50);
         }
-    })
+    }
 }
 
 struct JobContext<B> {
@@ -463,13 +528,7 @@ impl<B: Broker> JobContext<B> {
             }
         };
         let running = handler(delivery.payload(), delivered);
-        let handled = match with_progress(&delivery, running).await {
-            Ok(handled) => handled,
-            Err(()) => {
-                self.error();
-                return Ended::Returned;
-            }
-        };
+        let handled = with_progress(&delivery, running).await;
         match handled {
             Handled::Done(result) => {
                 let size = result.len() + self.broker.overhead(&address);
@@ -552,17 +611,37 @@ impl<B: Broker> JobContext<B> {
         result: Option<(&WorkAddress, Vec<u8>)>,
         reason: String,
     ) -> Ended {
-        if let Some((address, outcome)) = result {
+        let max = self.broker.max_payload();
+        let reason = clip(reason, 1024);
+        if let Some((address, mut outcome)) = result {
+            // A failure outcome over the broker's maximum (a huge error value) goes back
+            // as its text, clipped.
+            if outcome.len() + self.broker.overhead(address) > max {
+                let room = max.saturating_sub(self.broker.overhead(address) + 64);
+                outcome = codec::undeliverable(delivery.delivered(), clip(reason.clone(), room));
+            }
             if !self.publish(&delivery, address, outcome).await {
                 return Ended::Returned;
             }
         }
-        let letter = DeadLetter {
+        let mut letter = DeadLetter {
             subject: delivery.subject().to_owned(),
             payload: delivery.payload().to_vec(),
             deliveries: delivery.delivered(),
             reason,
         };
+        // The letter carries the message with its subject and reason in headers: cut
+        // the payload where the whole would be over the broker's maximum.
+        let around = 2 * letter.subject.len() + letter.reason.len() + 256;
+        if letter.payload.len() + around > max {
+            let size = letter.payload.len();
+            letter.payload.truncate(max.saturating_sub(around));
+            letter.reason = format!(
+                "{} (payload cut to its first {} of {size} bytes)",
+                letter.reason,
+                letter.payload.len()
+            );
+        }
         let task = letter
             .subject
             .split('.')
@@ -588,23 +667,45 @@ impl<B: Broker> JobContext<B> {
     }
 }
 
+/// `text` cut to at most `max` bytes (at a character boundary), marked when cut.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(3);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str("...");
+    text
+}
+
 /// Runs `running` while telling the broker, every third of the ack wait, that the
-/// item is in progress. `Err` when the broker says the delivery is no longer current
-/// (the ack wait passed: another worker may have it).
-async fn with_progress<D: Delivery>(
-    delivery: &D,
-    running: BoxFuture<Handled>,
-) -> Result<Handled, ()> {
+/// item is in progress. A failed report is not fatal: the work goes on, and should
+/// the item be delivered elsewhere meanwhile, the duplicate result is dropped.
+async fn with_progress<D: Delivery>(delivery: &D, running: BoxFuture<Handled>) -> Handled {
     let every = (delivery.ack_wait() / 3).max(Duration::from_millis(10));
     let mut running = running;
     loop {
         tokio::select! {
-            handled = &mut running => return Ok(handled),
+            handled = &mut running => return handled,
             _ = tokio::time::sleep(every) => {
                 // A failed progress report is not fatal: the work goes on, and a
                 // redelivery's result is a duplicate the coordinator drops.
                 let _ = delivery.in_progress().await;
             }
+        }
+    }
+}
+
+/// Tasks aborted when the worker's future is dropped before it returns.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
         }
     }
 }

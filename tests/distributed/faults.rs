@@ -21,8 +21,8 @@ async fn broker(url: &str) -> NatsBroker {
     NatsBroker::connect(url)
         .await
         .expect("connecting to the test server")
-        .ack_wait(Duration::from_secs(2))
-        .max_deliver(3)
+        .with_ack_wait(Duration::from_secs(2))
+        .with_max_deliver(3)
 }
 
 /// The worker process: serves `crunch` and `poison` until killed.

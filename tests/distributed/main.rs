@@ -2,6 +2,7 @@
 //! in-process broker (on the paused clock) and against a real NATS server (see
 //! `server.rs`), and the fault tests with real worker processes (`faults.rs`).
 
+mod defects;
 mod faults;
 mod server;
 mod suite;
@@ -38,9 +39,9 @@ impl Memory {
     fn new() -> Self {
         Memory(
             MemoryBroker::new()
-                .max_deliver(3)
-                .ack_wait(Duration::from_secs(2))
-                .max_payload(64 * 1024),
+                .with_max_deliver(3)
+                .with_ack_wait(Duration::from_secs(2))
+                .with_max_payload(64 * 1024),
         )
     }
 }
@@ -99,8 +100,8 @@ impl Nats {
         let broker = NatsBroker::connect(&server.url())
             .await
             .expect("connecting to the test server")
-            .max_deliver(3)
-            .ack_wait(Duration::from_secs(2));
+            .with_max_deliver(3)
+            .with_ack_wait(Duration::from_secs(2));
         Some(Nats {
             _server: server,
             broker,
@@ -151,6 +152,21 @@ impl Fixture for Nats {
     }
 }
 
+/// Runs a server case on a multi-thread runtime of `FLOWGATE_TEST_WORKERS` workers
+/// (default 2).
+fn on_workers(case: impl Future<Output = ()>) {
+    let workers = std::env::var("FLOWGATE_TEST_WORKERS")
+        .ok()
+        .and_then(|workers| workers.parse().ok())
+        .unwrap_or(2);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(case);
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -163,15 +179,17 @@ macro_rules! conformance {
         }
         mod nats {
             $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let Some(nats) = super::Nats::new().await else { return };
-                    tokio::time::timeout(
-                        std::time::Duration::from_secs(60),
-                        super::suite::$case(nats),
-                    )
-                    .await
-                    .expect("the case finishes within 60 s");
+                #[test]
+                fn $case() {
+                    super::on_workers(async {
+                        let Some(nats) = super::Nats::new().await else { return };
+                        tokio::time::timeout(
+                            std::time::Duration::from_secs(60),
+                            super::suite::$case(nats),
+                        )
+                        .await
+                        .expect("the case finishes within 60 s");
+                    });
                 }
             )*
         }
