@@ -44,6 +44,10 @@ const PATIENCE: Duration = Duration::from_secs(60);
 ///   carried ([`Cause::Broker`](crate::Cause::Broker): over the broker's maximum message
 ///   size, failed to encode, its result failed to decode, given up by the broker after
 ///   its last delivery, the broker failing for a minute on end).
+/// - **Given up by the broker:** an item every worker crashed on (or ran past the ack
+///   wait with) is learnt of from the broker's report at its last delivery; a report
+///   made while this coordinator was disconnected from the server is missed, and that
+///   item then waits (in order, holding up the results after it).
 /// - **No worker:** a job whose task no worker serves waits; after a minute without a
 ///   result it says so once through [`waiting_for_workers`](Self::waiting_for_workers)
 ///   (and a `tracing` warning with the feature `tracing`).

@@ -122,7 +122,10 @@ enum Ended {
 }
 
 impl<B: Broker> Worker<B> {
-    /// A worker taking work from `broker`, running at most `limit` items at once.
+    /// A worker taking work from `broker`, running the tasks of at most `limit` items
+    /// at once. An item whose task returned frees its slot at once, so while its
+    /// outcome is published and acknowledged (up to `limit` items more) the next item
+    /// is already pulled and running.
     ///
     /// # Panics
     /// If `limit` is zero.
@@ -357,13 +360,11 @@ impl<B: Broker> Worker<B> {
             errors: errors.clone(),
         });
         let mut jobs = deliveries
-            .map_concurrent_unordered(limit, move |(delivery, slot)| {
+            // A slot is freed when its task returns, so the next item is pulled while
+            // the result travels: up to `limit` more jobs may be publishing.
+            .map_concurrent_unordered(2 * limit, move |(delivery, slot)| {
                 let context = context.clone();
-                async move {
-                    let ended = context.run(delivery).await;
-                    drop(slot);
-                    ended
-                }
+                async move { context.run(delivery, slot).await }
             })
             .with_shutdown(shutdown.clone(), grace);
         let report = jobs.shutdown_report();
@@ -508,7 +509,7 @@ impl<B: Broker> JobContext<B> {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    async fn run(&self, delivery: B::Delivery) -> Ended {
+    async fn run(&self, delivery: B::Delivery, slot: OwnedSemaphorePermit) -> Ended {
         let delivered = delivery.delivered();
         let address = WorkAddress::parse(delivery.subject());
         let handler = address
@@ -529,6 +530,9 @@ impl<B: Broker> JobContext<B> {
         };
         let running = handler(delivery.payload(), delivered);
         let handled = with_progress(&delivery, running).await;
+        // The task is done: its slot takes the next item while this one's outcome
+        // travels.
+        drop(slot);
         match handled {
             Handled::Done(result) => {
                 let size = result.len() + self.broker.overhead(&address);
