@@ -42,7 +42,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio_util::sync::CancellationToken;
-use words::{count_block, generated, Counts};
+use words::{count_block, generated, print_top, Counts};
 
 /// Bytes per block of lines: some 20,000 lines, milliseconds of counting.
 const BLOCK_BYTES: usize = 1 << 20;
@@ -228,12 +228,7 @@ async fn main() {
         }
         return;
     }
-    let mut top: Vec<(&String, &u64)> = total.iter().collect();
-    top.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-    println!("top {TOP} of {} distinct words:", total.len());
-    for (word, n) in top.iter().take(TOP) {
-        println!("{n:>12}  {word}");
-    }
+    print_top(&total, TOP);
     let words: u64 = total.values().sum();
     println!(
         "{line_count} lines, {words} words in {elapsed:.2} s: {:.0} lines/s on {workers} workers",

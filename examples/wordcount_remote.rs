@@ -28,7 +28,7 @@ use flowgate::distributed::{NatsBroker, Task, Worker};
 use flowgate::prelude::*;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
-use words::{count_block, generated, Counts};
+use words::{count_block, generated, print_top, Counts};
 
 /// A block of lines in; its line count and word counts out.
 const COUNT: Task<Vec<u8>, (usize, Counts<String>)> = Task::new("wordcount-block");
@@ -178,12 +178,7 @@ async fn job(args: Args) {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let mut top: Vec<(&String, &u64)> = total.iter().collect();
-    top.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
-    println!("top {TOP} of {} distinct words:", total.len());
-    for (word, n) in top.iter().take(TOP) {
-        println!("{n:>12}  {word}");
-    }
+    print_top(&total, TOP);
     let words: u64 = total.values().sum();
     println!(
         "{line_count} lines, {words} words in {elapsed:.2} s: {:.0} lines/s, {:.1} blocks/s through the workers",

@@ -150,3 +150,14 @@ pub fn count_block(block: Vec<u8>) -> (usize, Counts<String>) {
         + usize::from(block.last().is_some_and(|&byte| byte != b'\n'));
     (lines, owned(counts))
 }
+
+/// Prints the `top` most frequent words with their counts, most frequent first (ties in
+/// byte order), after the number of distinct words.
+pub fn print_top(total: &Counts<String>, top: usize) {
+    let mut ranked: Vec<(&String, &u64)> = total.iter().collect();
+    ranked.sort_unstable_by(|a, b| b.1.cmp(a.1).then_with(|| a.0.cmp(b.0)));
+    println!("top {top} of {} distinct words:", total.len());
+    for (word, n) in ranked.iter().take(top) {
+        println!("{n:>12}  {word}");
+    }
+}

@@ -145,81 +145,6 @@ impl fmt::Debug for WaitingHandle {
 /// How long without a result before the coordinator checks for workers.
 const WATCH: Duration = Duration::from_secs(60);
 
-impl<St, B, T, U, E> MapRemote<St, B, T, U, E>
-where
-    St: Stream<Item = T> + Send + 'static,
-    B: Broker,
-    T: Serialize,
-    U: DeserializeOwned,
-    E: DeserializeOwned,
-{
-    pub(crate) fn new(
-        upstream: St,
-        broker: B,
-        task: Task<T, U, E>,
-        limit: usize,
-        ordered: bool,
-    ) -> Self {
-        let job = super::job_id();
-        let opening = {
-            let broker = broker.clone();
-            let job = job.clone();
-            let name = task.name();
-            Box::pin(async move {
-                retrying(|| broker.prepare_job(name)).await?;
-                let results = retrying(|| broker.results(&job)).await?;
-                let exhausted = retrying(|| broker.exhausted(name)).await?;
-                Ok((results, exhausted))
-            }) as BoxFuture<Result<Opened, BrokerError>>
-        };
-        let purger = {
-            let broker = broker.clone();
-            let job = job.clone();
-            let name = task.name();
-            Box::new(move || {
-                let broker = broker.clone();
-                let job = job.clone();
-                Box::pin(async move {
-                    // Best effort: what is left expires with the streams' age limits.
-                    let purge = broker.purge_job(name, &job);
-                    let _ = tokio::time::timeout(Duration::from_secs(10), purge).await;
-                }) as BoxFuture<()>
-            })
-        };
-        MapRemote {
-            name: None,
-            core: std::sync::OnceLock::new(),
-            recorder: None,
-            bound: false,
-            purger,
-            upstream: Some(Box::pin(upstream)),
-            broker,
-            task,
-            limit,
-            ordered,
-            job,
-            phase: Phase::Starting(opening),
-            next_position: 0,
-            next_yield: 0,
-            yielded: 0,
-            awaiting: HashSet::new(),
-            done: HashMap::new(),
-            ready: VecDeque::new(),
-            sequences: HashMap::new(),
-            positions: HashMap::new(),
-            publishing: FuturesUnordered::new(),
-            results: None,
-            reopening: None,
-            exhausted: None,
-            fatal: None,
-            last_result: None,
-            watchdog: None,
-            checking: None,
-            waiting: Default::default(),
-        }
-    }
-}
-
 impl<St, B, T, U, E> MapRemote<St, B, T, U, E> {
     /// The job's id: the `<job>` token in its work subjects
     /// (`work.<task>.<job>.<position>`), unique per stream.
@@ -350,6 +275,72 @@ where
     U: DeserializeOwned,
     E: DeserializeOwned,
 {
+    pub(crate) fn new(
+        upstream: St,
+        broker: B,
+        task: Task<T, U, E>,
+        limit: usize,
+        ordered: bool,
+    ) -> Self {
+        let job = super::job_id();
+        let opening = {
+            let broker = broker.clone();
+            let job = job.clone();
+            let name = task.name();
+            Box::pin(async move {
+                retrying(|| broker.prepare_job(name)).await?;
+                let results = retrying(|| broker.results(&job)).await?;
+                let exhausted = retrying(|| broker.exhausted(name)).await?;
+                Ok((results, exhausted))
+            }) as BoxFuture<Result<Opened, BrokerError>>
+        };
+        let purger = {
+            let broker = broker.clone();
+            let job = job.clone();
+            let name = task.name();
+            Box::new(move || {
+                let broker = broker.clone();
+                let job = job.clone();
+                Box::pin(async move {
+                    // Best effort: what is left expires with the streams' age limits.
+                    let purge = broker.purge_job(name, &job);
+                    let _ = tokio::time::timeout(Duration::from_secs(10), purge).await;
+                }) as BoxFuture<()>
+            })
+        };
+        MapRemote {
+            name: None,
+            core: std::sync::OnceLock::new(),
+            recorder: None,
+            bound: false,
+            purger,
+            upstream: Some(Box::pin(upstream)),
+            broker,
+            task,
+            limit,
+            ordered,
+            job,
+            phase: Phase::Starting(opening),
+            next_position: 0,
+            next_yield: 0,
+            yielded: 0,
+            awaiting: HashSet::new(),
+            done: HashMap::new(),
+            ready: VecDeque::new(),
+            sequences: HashMap::new(),
+            positions: HashMap::new(),
+            publishing: FuturesUnordered::new(),
+            results: None,
+            reopening: None,
+            exhausted: None,
+            fatal: None,
+            last_result: None,
+            watchdog: None,
+            checking: None,
+            waiting: Default::default(),
+        }
+    }
+
     fn settle(&mut self, position: u64, outcome: Result<U, Error<E>>) {
         if self.ordered {
             self.done.insert(position, outcome);
@@ -597,61 +588,7 @@ where
             );
         }
     }
-}
 
-impl<St, B, T, U, E> Stream for MapRemote<St, B, T, U, E>
-where
-    St: Stream<Item = T> + Send + 'static,
-    B: Broker,
-    T: Serialize,
-    U: DeserializeOwned,
-    E: DeserializeOwned,
-{
-    type Item = Result<U, Error<E>>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if !this.bound {
-            this.bound = true;
-            if let Some(core) = this.core.get() {
-                let operator = if this.ordered {
-                    "map_remote"
-                } else {
-                    "map_remote_unordered"
-                };
-                core.bind(operator, this.limit, this.limit);
-                this.recorder = Some(Box::new(Recorder::new(std::sync::Arc::clone(core))));
-            }
-        }
-        if let Some(recorder) = &mut this.recorder {
-            recorder.polled();
-        }
-        let polled = this.poll_inner(cx);
-        let held = usize::try_from(this.outstanding()).unwrap_or(usize::MAX);
-        if let Some(recorder) = &mut this.recorder {
-            let (yielded, ended) = match &polled {
-                Poll::Ready(Some(outcome)) => (Some(outcome.is_err()), false),
-                Poll::Ready(None) => (None, true),
-                Poll::Pending => (None, false),
-            };
-            recorder.poll_ends(this.next_position, held, yielded, ended);
-        }
-        polled
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.hint()
-    }
-}
-
-impl<St, B, T, U, E> MapRemote<St, B, T, U, E>
-where
-    St: Stream<Item = T> + Send + 'static,
-    B: Broker,
-    T: Serialize,
-    U: DeserializeOwned,
-    E: DeserializeOwned,
-{
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<U, Error<E>>>> {
         let this = self;
         loop {
@@ -732,6 +669,51 @@ where
             None if matches!(self.phase, Phase::Ended) => (0, Some(0)),
             None => (held, Some(held)),
         }
+    }
+}
+
+impl<St, B, T, U, E> Stream for MapRemote<St, B, T, U, E>
+where
+    St: Stream<Item = T> + Send + 'static,
+    B: Broker,
+    T: Serialize,
+    U: DeserializeOwned,
+    E: DeserializeOwned,
+{
+    type Item = Result<U, Error<E>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if !this.bound {
+            this.bound = true;
+            if let Some(core) = this.core.get() {
+                let operator = if this.ordered {
+                    "map_remote"
+                } else {
+                    "map_remote_unordered"
+                };
+                core.bind(operator, this.limit, this.limit);
+                this.recorder = Some(Box::new(Recorder::new(std::sync::Arc::clone(core))));
+            }
+        }
+        if let Some(recorder) = &mut this.recorder {
+            recorder.polled();
+        }
+        let polled = this.poll_inner(cx);
+        let held = usize::try_from(this.outstanding()).unwrap_or(usize::MAX);
+        if let Some(recorder) = &mut this.recorder {
+            let (yielded, ended) = match &polled {
+                Poll::Ready(Some(outcome)) => (Some(outcome.is_err()), false),
+                Poll::Ready(None) => (None, true),
+                Poll::Pending => (None, false),
+            };
+            recorder.poll_ends(this.next_position, held, yielded, ended);
+        }
+        polled
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.hint()
     }
 }
 
