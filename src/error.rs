@@ -212,7 +212,10 @@ impl<E: fmt::Display> fmt::Display for Error<E> {
                     "item {position} panicked (attempt {attempts}): {message}"
                 )
             }
-            Cause::Broker { message } => write!(f, "item {position} failed remotely: {message}"),
+            Cause::Broker { message } => write!(
+                f,
+                "item {position} could not go through the broker: {message}"
+            ),
         }
     }
 }

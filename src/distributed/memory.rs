@@ -27,7 +27,8 @@ use crate::sync::lock;
 /// - [`dead_letters`](MemoryBroker::dead_letters), [`queued`](MemoryBroker::queued) and
 ///   [`stored_results`](MemoryBroker::stored_results) let a test see inside.
 ///
-/// Clones share the same broker.
+/// Clones share the same broker. The `with_*` settings make a new, empty broker: set
+/// them first, then clone it for the workers and the coordinators.
 ///
 /// ```
 /// use flowgate::distributed::{MemoryBroker, Task, Worker};

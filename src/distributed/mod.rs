@@ -3,7 +3,8 @@
 //! results back as a plain `Stream`.
 //!
 //! - [`Task`]: a named function's signature, shared by the coordinator and the workers:
-//!   `const COUNT: Task<Vec<String>, Counts, String> = Task::new("count");`.
+//!   `const COUNT: Task<Vec<String>, u64> = Task::new("count");` (the error type
+//!   defaults to `String`)..
 //! - The coordinator: [`FlowExt::map_remote`](crate::FlowExt::map_remote) (results in
 //!   input order) and [`FlowExt::map_remote_unordered`](crate::FlowExt::map_remote_unordered)
 //!   (as they arrive), with at most `limit` items published and not yet yielded.

@@ -42,7 +42,8 @@ const PATIENCE: Duration = Duration::from_secs(60);
 ///   ([`Cause::Failed`](crate::Cause::Failed), `attempts` = deliveries), a panic in the
 ///   task ([`Cause::Panicked`](crate::Cause::Panicked)), an item that could not be
 ///   carried ([`Cause::Broker`](crate::Cause::Broker): over the broker's maximum message
-///   size, failed to encode, its result failed to decode, given up by the broker after
+///   size (the encoded item plus its subject and headers, some 100 to 150 bytes),
+///   failed to encode, its result failed to decode, given up by the broker after
 ///   its last delivery, the broker failing for a minute on end).
 /// - **Given up by the broker:** an item every worker crashed on (or ran past the ack
 ///   wait with) is learnt of from the broker's report at its last delivery; a report
@@ -111,7 +112,9 @@ pub enum Waiting {
     /// out.
     No,
     /// Items have been out for a minute without any result, and a worker has set up
-    /// the task: the workers are busy or slow.
+    /// the task: the workers are busy or slow, or have all left (the task's consumer
+    /// outlives its workers: on NATS for its inactive threshold, an hour by default; on
+    /// a `MemoryBroker` for good).
     Slow,
     /// Items have been out for a minute without any result, and no worker has set up
     /// the task (on NATS: the task's consumer does not exist, never made or deleted
@@ -191,7 +194,9 @@ impl<St, B, T, U, E> MapRemote<St, B, T, U, E> {
     /// *started* when its publication is sent, *in flight* until its result (or its
     /// failure) arrives, *finished* then; the stage is *busy* while any item is out at
     /// the workers. A job whose task no worker serves shows its items in flight, none
-    /// finished, and busy time growing.
+    /// finished, and busy time growing. Redeliveries happen between the broker and the
+    /// workers, so `retried_count` stays 0 here; a failure after the last delivery
+    /// counts in `failed_count`.
     ///
     /// Take it before the first poll.
     ///
