@@ -527,3 +527,20 @@ fn calibrate(target: Duration) -> u64 {
     }
     rounds
 }
+
+/// The machine's load averages over 1, 5 and 15 minutes (Linux), for a run's header.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// A command-line number above zero (`_` separators allowed), or `None`.
+pub fn number(value: Option<String>) -> Option<u64> {
+    value?.replace('_', "").parse().ok().filter(|&n| n > 0)
+}

@@ -70,7 +70,11 @@ mod remote;
 mod worker;
 
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
+use std::time::Duration;
+
+use crate::Backoff;
 
 /// The NATS client crate, as [`NatsBroker`] uses it.
 pub use async_nats;
@@ -144,6 +148,38 @@ impl<T, U, E> Copy for Task<T, U, E> {}
 impl<T, U, E> fmt::Debug for Task<T, U, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Task").field(&self.name).finish()
+    }
+}
+
+/// How long the coordinator and the workers retry a broker operation before they give
+/// up on it (the item concerned fails with [`Cause::Broker`](crate::Cause::Broker), or a
+/// worker's set-up fails).
+pub(crate) const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The delays between retries of a broker operation: 50 ms, doubling up to 2 s.
+pub(crate) fn broker_backoff() -> Backoff {
+    Backoff::exponential(Duration::from_millis(50), Duration::from_secs(2))
+}
+
+/// Runs `operation` until it succeeds, retrying after [`broker_backoff`]'s delays for
+/// [`PATIENCE`], on tokio's clock; then its last error.
+pub(crate) async fn retrying<F, Fut, R>(mut operation: F) -> Result<R, BrokerError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<R, BrokerError>>,
+{
+    let start = tokio::time::Instant::now();
+    let backoff = broker_backoff();
+    let mut attempt = 1;
+    loop {
+        match operation().await {
+            Ok(value) => return Ok(value),
+            Err(error) if start.elapsed() >= PATIENCE => return Err(error),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(backoff.delay(attempt)).await;
+            }
+        }
     }
 }
 

@@ -16,15 +16,11 @@ use tokio::time::Instant;
 
 use super::broker::{BoxStream, Broker, BrokerError, Exhausted, Returned, WorkAddress};
 use super::codec::{self, Outcome};
-use super::Task;
+use super::{retrying, Task};
 use crate::stats::{Core, Recorder, Stats};
 use crate::Error;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// How long the coordinator retries a broker operation before the item concerned fails
-/// with [`Cause::Broker`](crate::Cause::Broker).
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The stream of [`FlowExt::map_remote`](crate::FlowExt::map_remote) and
 /// [`FlowExt::map_remote_unordered`](crate::FlowExt::map_remote_unordered): each item is
@@ -67,7 +63,6 @@ pub struct MapRemote<St, B, T, U, E> {
     job: String,
     phase: Phase,
     next_position: u64,
-    next_yield: u64,
     yielded: u64,
     awaiting: HashSet<u64>,
     // Ordered: outcomes by position, waiting for their turn.
@@ -253,25 +248,6 @@ impl<St, B, T, U, E> MapRemote<St, B, T, U, E> {
     }
 }
 
-async fn retrying<F, Fut, R>(mut operation: F) -> Result<R, BrokerError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<R, BrokerError>>,
-{
-    let start = Instant::now();
-    let mut delay = Duration::from_millis(50);
-    loop {
-        match operation().await {
-            Ok(value) => return Ok(value),
-            Err(error) if start.elapsed() >= PATIENCE => return Err(error),
-            Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
-        }
-    }
-}
-
 impl<St, B, T, U, E> MapRemote<St, B, T, U, E>
 where
     St: Stream<Item = T> + Send + 'static,
@@ -327,7 +303,6 @@ where
             job,
             phase: Phase::Starting(opening),
             next_position: 0,
-            next_yield: 0,
             yielded: 0,
             awaiting: HashSet::new(),
             done: HashMap::new(),
@@ -356,9 +331,8 @@ where
 
     fn take_ready(&mut self) -> Option<Result<U, Error<E>>> {
         let outcome = if self.ordered {
-            let outcome = self.done.remove(&self.next_yield)?;
-            self.next_yield += 1;
-            outcome
+            // In order, the next position to yield is the count yielded so far.
+            self.done.remove(&self.yielded)?
         } else {
             self.ready.pop_front()?
         };

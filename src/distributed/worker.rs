@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::broker::{Broker, BrokerError, DeadLetter, Delivery, WorkAddress};
 use super::codec::{self, Outcome};
-use super::Task;
+use super::{broker_backoff, retrying, Task};
 use crate::FlowExt;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -283,7 +283,7 @@ impl<B: Broker> Worker<B> {
     }
 
     /// The delay before a failed item is delivered again, doubling with each delivery
-    /// up to 30 s (default 500 ms).
+    /// up to 30 s, or `delay` if that is longer (default 500 ms; zero: no delay).
     pub fn retry_delay(mut self, delay: Duration) -> Self {
         self.retry_delay = delay;
         self
@@ -315,22 +315,15 @@ impl<B: Broker> Worker<B> {
         let mut names: Vec<&'static str> = handlers.keys().copied().collect();
         names.sort_unstable();
         for name in &names {
-            let started = tokio::time::Instant::now();
-            loop {
-                match broker.prepare_worker(name).await {
-                    Ok(()) => break,
-                    Err(error) if started.elapsed() >= Duration::from_secs(60) => {
+            tokio::select! {
+                prepared = retrying(|| broker.prepare_worker(name)) => {
+                    if let Err(error) = prepared {
                         return Err(BrokerError::new(format!(
                             "setting up task `{name}` failed: {error}"
-                        )))
-                    }
-                    Err(_) => {
-                        tokio::select! {
-                            _ = shutdown.cancelled() => return Ok(WorkerReport::default()),
-                            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                        }
+                        )));
                     }
                 }
+                _ = shutdown.cancelled() => return Ok(WorkerReport::default()),
             }
         }
         // Slots bound what is in the channel and running together: it never fills.
@@ -353,10 +346,15 @@ impl<B: Broker> Worker<B> {
         drop(puller);
         let deliveries = futures_util::stream::poll_fn(move |cx| from.poll_recv(cx));
         let handlers = Arc::new(handlers);
+        let retry_backoff = if retry_delay.is_zero() {
+            crate::Backoff::none()
+        } else {
+            crate::Backoff::exponential(retry_delay, retry_delay.max(Duration::from_secs(30)))
+        };
         let context = Arc::new(JobContext {
             broker,
             handlers,
-            retry_delay,
+            retry_backoff,
             errors: errors.clone(),
         });
         let mut jobs = deliveries
@@ -436,7 +434,8 @@ async fn pull<B: Broker>(puller: Puller<B>, task: &'static str) {
         to,
     } = puller;
     let error = || errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut delay = Duration::from_millis(50);
+    let backoff = broker_backoff();
+    let mut failures = 0;
     let mut idle = true;
     while !shutdown.is_cancelled() {
         let first = tokio::select! {
@@ -484,14 +483,14 @@ async fn pull<B: Broker>(puller: Puller<B>, task: &'static str) {
         };
         drop(permits);
         if failed {
+            failures += 1;
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(backoff.delay(failures + 1)) => {}
                 _ = shutdown.cancelled() => break,
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
             idle = true;
         } else {
-            delay = Duration::from_millis(50);
+            failures = 0;
         }
     }
 }
@@ -499,7 +498,8 @@ async fn pull<B: Broker>(puller: Puller<B>, task: &'static str) {
 struct JobContext<B> {
     broker: B,
     handlers: Arc<HashMap<&'static str, Arc<Handler>>>,
-    retry_delay: Duration,
+    /// The delays before redeliveries of a failed item.
+    retry_backoff: crate::Backoff,
     errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -564,13 +564,11 @@ impl<B: Broker> JobContext<B> {
                     .await
             }
             Handled::Failed { .. } => {
-                let doublings = u32::try_from(delivered.saturating_sub(1))
+                // Delivery n waits the delay before attempt n + 1.
+                let attempt = u32::try_from(delivered)
                     .unwrap_or(u32::MAX)
-                    .min(16);
-                let delay = self
-                    .retry_delay
-                    .saturating_mul(1 << doublings)
-                    .min(Duration::from_secs(30));
+                    .saturating_add(1);
+                let delay = self.retry_backoff.delay(attempt);
                 if delivery.nak(delay).await.is_err() {
                     self.error();
                 }
@@ -584,27 +582,24 @@ impl<B: Broker> JobContext<B> {
         }
     }
 
-    /// Publishes a result, retrying for up to about a minute while telling the broker
-    /// the item is in progress; false when it never went through.
+    /// Publishes a result, retrying for a minute while telling the broker the item is
+    /// in progress; false when it never went through.
     async fn publish(
         &self,
         delivery: &B::Delivery,
         address: &WorkAddress,
         payload: Vec<u8>,
     ) -> bool {
-        let mut delay = Duration::from_millis(50);
-        for _ in 0..40 {
-            match self.broker.publish_result(address, payload.clone()).await {
-                Ok(()) => return true,
-                Err(_) => {
-                    self.error();
-                    let _ = delivery.in_progress().await;
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
+        let published = retrying(|| async {
+            let published = self.broker.publish_result(address, payload.clone()).await;
+            if published.is_err() {
+                self.error();
+                // Keep the delivery ours while the broker is away.
+                let _ = delivery.in_progress().await;
             }
-        }
-        false
+            published
+        });
+        published.await.is_ok()
     }
 
     /// Sends the failure back (when the item belongs to a job), sets the message aside

@@ -25,7 +25,7 @@ fn numbers(n: u64) -> impl futures::Stream<Item = u64> + Send + 'static {
 // R1: a worker serving two tasks, only one of which has work: the idle task's pull
 // held (limit - 1) slots for its whole wait; now it holds one.
 #[tokio::test(start_paused = true)]
-async fn r1_two_tasks_idle_one_starves_the_busy_one() {
+async fn an_idle_task_holds_one_slot_and_the_busy_one_the_rest() {
     let broker = MemoryBroker::new();
     let running = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
@@ -70,7 +70,7 @@ async fn r1_two_tasks_idle_one_starves_the_busy_one() {
 // delivery, past max_deliver, and never reports it exhausted. JetStream stops at
 // max_deliver and sends the MAX_DELIVERIES advisory.
 #[tokio::test(start_paused = true)]
-async fn r2_memory_nak_at_last_delivery_goes_past_max_deliver() {
+async fn memory_gives_up_a_refused_last_delivery() {
     let broker = MemoryBroker::new().with_max_deliver(2);
     broker.prepare_worker("nap").await.unwrap();
     let mut exhausted = broker.exhausted("nap").await.unwrap();
@@ -104,7 +104,7 @@ async fn r2_memory_nak_at_last_delivery_goes_past_max_deliver() {
 // R3: waiting_for_workers keeps saying NoWorker after a worker came and results flow,
 // while items are still out.
 #[tokio::test(start_paused = true)]
-async fn r3_waiting_state_is_not_cleared_when_results_arrive() {
+async fn waiting_goes_back_to_no_when_results_arrive() {
     let broker = MemoryBroker::new();
     let mut results = numbers(50).map_remote(broker.clone(), NAP, 4);
     let waiting = results.waiting_for_workers();
@@ -137,7 +137,7 @@ async fn r3_waiting_state_is_not_cleared_when_results_arrive() {
 
 // R5: an item taking 3x ack_wait is not redelivered (heartbeats): a check that passes.
 #[tokio::test(start_paused = true)]
-async fn r5_long_item_is_not_redelivered() {
+async fn a_long_item_is_not_redelivered() {
     let broker = MemoryBroker::new().with_ack_wait(Duration::from_secs(2));
     let calls = Arc::new(AtomicU64::new(0));
     let c = calls.clone();
@@ -164,7 +164,7 @@ async fn r5_long_item_is_not_redelivered() {
 // R6: MemoryBroker's max_ack_pending counts items out of every task: one task's
 // items out block another task's. JetStream's max_ack_pending is per consumer (task).
 #[tokio::test(start_paused = true)]
-async fn r6_memory_max_ack_pending_is_global_across_tasks() {
+async fn memory_caps_items_out_per_task() {
     let broker = MemoryBroker::new().with_max_ack_pending(1);
     for task in ["idle", "busy"] {
         broker.prepare_worker(task).await.unwrap();
@@ -194,7 +194,7 @@ async fn r6_memory_max_ack_pending_is_global_across_tasks() {
 
 // R10: edge cases: no items, limit 1.
 #[tokio::test(start_paused = true)]
-async fn r10_empty_and_limit_one() {
+async fn no_items_and_limit_one() {
     let broker = MemoryBroker::new();
     let stop = CancellationToken::new();
     let worker =
@@ -210,6 +210,9 @@ async fn r10_empty_and_limit_one() {
         .collect()
         .await;
     assert_eq!(some.len(), 5);
+    let mut values: Vec<u64> = some.into_iter().map(Result::unwrap).collect();
+    values.sort_unstable();
+    assert_eq!(values, [0, 1, 2, 3, 4]);
     stop.cancel();
     serving.await.unwrap().unwrap();
 }
@@ -293,7 +296,7 @@ impl Broker for Flaky {
 // published afterwards is processed by workers and never yielded: the job hangs, even
 // though the broker is healthy again.
 #[tokio::test(start_paused = true)]
-async fn r4_results_outage_over_a_minute_hangs_the_rest_of_the_job() {
+async fn a_results_outage_over_a_minute_fails_the_items_out_and_not_the_rest() {
     let broker = Flaky {
         inner: MemoryBroker::new(),
         down: Arc::default(),
@@ -363,7 +366,7 @@ mod nats {
     // again: the cached PullConsumer's fetches fail, and the cache is only cleared when
     // `consumer()` or `messages()` itself fails.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn r7_deleted_consumer_is_never_recreated() {
+    async fn a_deleted_consumer_is_set_up_again() {
         let Some(server) = Server::start() else {
             return;
         };
@@ -401,7 +404,7 @@ mod nats {
     // different malformed messages on the same subject within the 2-minute duplicate
     // window: the second dead letter is silently dropped (MemoryBroker keeps both).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn r8_dead_letter_ids_collide() {
+    async fn alike_dead_letters_are_all_stored() {
         let Some(server) = Server::start() else {
             return;
         };
@@ -432,7 +435,7 @@ mod nats {
     // R9a: a task error larger than max_payload is published as the failure outcome
     // without any size check (the Done path has one): the server rejects it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn r9a_huge_task_error_at_last_delivery() {
+    async fn a_huge_task_error_comes_back_clipped() {
         let Some(server) = Server::start() else {
             return;
         };
@@ -474,7 +477,7 @@ mod nats {
     // R9b: a poison item near max_payload: the dead letter (payload + headers, reason
     // included) is over max_payload; nothing checks it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn r9b_dead_letter_of_a_large_poison_item() {
+    async fn a_large_poison_item_is_dead_lettered_cut() {
         let Some(server) = Server::start() else {
             return;
         };
@@ -515,7 +518,7 @@ mod nats {
     // R2n: JetStream itself: a nak at the last delivery is not redelivered, and the
     // advisory comes (what MemoryBroker should copy).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn r2n_jetstream_nak_at_last_delivery() {
+    async fn jetstream_gives_up_a_refused_last_delivery() {
         let Some(server) = Server::start() else {
             return;
         };
@@ -559,7 +562,7 @@ mod nats2 {
 
     // R11: a worker whose limit is over the consumer's max_ack_pending.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn r11_worker_limit_over_max_ack_pending() {
+    async fn a_worker_limit_over_max_ack_pending() {
         let Some(server) = Server::start() else {
             return;
         };
@@ -595,7 +598,7 @@ mod nats2 {
 
 // R12: wakeups of a coordinator waiting for workers (an hour, paused clock).
 #[tokio::test(start_paused = true)]
-async fn r12_idle_coordinator_wakeups() {
+async fn an_idle_coordinator_does_not_spin() {
     let broker = MemoryBroker::new();
     let mut results = numbers(3).map_remote(broker.clone(), NAP, 2);
     let mut polls = 0u64;
@@ -617,7 +620,7 @@ async fn r12_idle_coordinator_wakeups() {
 // one `next()` never sees the state change from NoWorker to Slow when a worker sets the
 // task up but yields nothing.
 #[tokio::test(start_paused = true)]
-async fn r13_watchdog_checks_only_once() {
+async fn the_watchdog_checks_every_minute() {
     let broker = MemoryBroker::new();
     let mut results = numbers(3).map_remote(broker.clone(), NAP, 2);
     let waiting = results.waiting_for_workers();
@@ -670,7 +673,7 @@ mod nats3 {
     // worker reads its last request to the end and hands back at once what comes (which
     // counts as a delivery, as JetStream counts it).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn r14_stopping_worker_swallows_new_work() {
+    async fn a_stopping_worker_hands_back_new_work_at_once() {
         let Some(server) = Server::start() else {
             return;
         };
@@ -717,7 +720,7 @@ mod nats4 {
 
     // Check (passes): an item at exactly the coordinator's limit goes through.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn r16_item_at_the_size_limit() {
+    async fn an_item_at_the_size_limit_goes_through() {
         let Some(server) = Server::start() else {
             return;
         };

@@ -25,12 +25,13 @@ async fn broker(url: &str) -> NatsBroker {
         .with_max_deliver(3)
 }
 
-/// The worker process: serves `crunch` and `poison` until killed.
+/// The worker process: serves `crunch` and `poison` until killed. Not a test: the
+/// fault tests run it in a process of its own (`--ignored --exact`).
 #[test]
+#[ignore = "the worker process of the fault tests"]
 fn worker_process() {
-    let Ok(url) = std::env::var("FLOWGATE_TEST_WORKER") else {
-        return; // Run as a test of its own: nothing to do.
-    };
+    let url = std::env::var("FLOWGATE_TEST_WORKER")
+        .expect("FLOWGATE_TEST_WORKER: the server's URL (the fault tests set it)");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -61,6 +62,7 @@ impl WorkerProcess {
     fn start(url: &str) -> WorkerProcess {
         let child = Command::new(std::env::current_exe().unwrap())
             .args([
+                "--ignored",
                 "--exact",
                 "faults::worker_process",
                 "--nocapture",

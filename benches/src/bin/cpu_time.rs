@@ -40,7 +40,7 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::task::JoinSet;
 
-use flowgate_benches::{expected_sum, in_task, multi_thread_runtime};
+use flowgate_benches::{expected_sum, in_task, load_average, multi_thread_runtime, number};
 
 const USAGE: &str = "usage: cpu_time [--rounds N] [--workers N] [--items N] [--limit N] \
     [--job-ms N] [--idle-ms N] [--case TEXT]...";
@@ -293,21 +293,6 @@ fn median(mut values: Vec<f64>) -> f64 {
 
 fn min(values: impl Iterator<Item = f64>) -> f64 {
     values.fold(f64::INFINITY, f64::min)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-fn number(value: Option<String>) -> Option<u64> {
-    value?.replace('_', "").parse().ok().filter(|&n| n > 0)
 }
 
 fn main() -> ExitCode {

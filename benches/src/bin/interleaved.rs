@@ -23,15 +23,11 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use flowgate_benches::{
-    current_thread_runtime, expected_sum, in_task, multi_thread_runtime, AsyncWorkload,
+    current_thread_runtime, expected_sum, in_task, multi_thread_runtime, number, AsyncWorkload,
 };
 
 const USAGE: &str = "usage: interleaved [--flavor multi|current] [--items N] \
     [--limit N[,N...]] [--rounds N] WORKLOAD...";
-
-fn number(value: Option<String>) -> Option<u64> {
-    value?.replace('_', "").parse().ok().filter(|&n| n > 0)
-}
 
 fn main() -> ExitCode {
     let mut multi = true;

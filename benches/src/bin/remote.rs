@@ -65,7 +65,9 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::runtime::Runtime;
 
-use flowgate_benches::{busy, current_thread_runtime, in_task, multi_thread_runtime};
+use flowgate_benches::{
+    busy, current_thread_runtime, in_task, load_average, multi_thread_runtime, number,
+};
 
 const USAGE: &str = "usage: remote [--rounds N] [--limit N] [--worker-limit N] \
     [--cpu-worker-limit N] [--worker-threads N] [--serve-spawned] [--small-chunks N] [--large-chunks N] \
@@ -886,21 +888,6 @@ fn min(values: impl Iterator<Item = f64>) -> f64 {
 
 fn max(values: impl Iterator<Item = f64>) -> f64 {
     values.fold(0.0, f64::max)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|_| "unknown".to_owned())
-}
-
-fn number(value: Option<String>) -> Option<u64> {
-    value?.replace('_', "").parse().ok().filter(|&n| n > 0)
 }
 
 /// Thousands separated by commas.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use flowgate::prelude::*;
 use futures::{Stream, StreamExt};
 
-use flowgate_benches::{expected_sum, in_task, multi_thread_runtime};
+use flowgate_benches::{expected_sum, in_task, multi_thread_runtime, number};
 
 const USAGE: &str = "usage: slow_consumer [--items N] [--limit N] [--job-ms N] \
     [--consume-us N] [--rounds N]";
@@ -92,10 +92,6 @@ async fn run(
         }
         Variant::MapConcurrent => drain(source.map_concurrent(limit, work), consume_for).await,
     }
-}
-
-fn number(value: Option<String>) -> Option<u64> {
-    value?.replace('_', "").parse().ok().filter(|&n| n > 0)
 }
 
 fn main() -> ExitCode {
